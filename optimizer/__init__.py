@@ -1,0 +1,1 @@
+"""Metaprompt optimization runs."""

@@ -1,0 +1,1 @@
+"""The pipeline: settings, storage, domain services and workers."""

@@ -1,0 +1,1 @@
+"""The HTTP app on Ray Serve, and the command line that runs it."""

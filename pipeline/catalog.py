@@ -1,0 +1,250 @@
+"""The model catalog: which models clients may use, and their limits.
+
+A model has a unique ``name`` (what clients send), a ``provider`` (a
+registry name), the provider config, limits and pricing. Keys are never
+stored: they come from ``{MODEL_NAME}_KEY`` in each worker's environment.
+The catalog is seeded from ``configs/models.yaml``; admins manage it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from pymongo.errors import DuplicateKeyError
+
+from pipeline.errors import Conflict, NotFound, ValidationFailed
+from pipeline.logging import BusinessLogger, get_logger
+from pipeline.store import Store
+from pipeline.store.documents import Document, new_metadata, utcnow
+
+log = get_logger(__name__)
+business = BusinessLogger()
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
+
+#: Config fields that would hold a secret; keys live in the environment.
+_SECRET_CONFIG = re.compile(r"(?i)^(api[-_]?key|key|secret|token|password)$")
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid"
+    )
+
+
+class Limits(_CamelModel):
+    """Per-model limits, holding across the whole cluster."""
+
+    max_concurrency: int | None = Field(None, ge=1, le=10_000)
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute")
+
+
+class Pricing(_CamelModel):
+    """USD per one million tokens."""
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The price of a call with this usage, in USD."""
+        return (
+            input_tokens * self.input_per_million
+            + output_tokens * self.output_per_million
+        ) / 1_000_000
+
+
+class ModelSpec(_CamelModel):
+    """A catalog entry as admins write it."""
+
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    provider: str = Field(min_length=1)
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    pricing: Pricing = Field(default_factory=Pricing)
+    active: bool = True
+    simulated: bool = False
+
+
+def validate_spec(spec: ModelSpec) -> None:
+    """Check the provider exists and accepts the config.
+
+    Raises:
+        ValidationFailed: Naming ``provider`` or ``config.<field>``.
+    """
+    from providers.registry import get_provider
+
+    from providers.errors import (
+        ConfigError,
+        MissingDependencyError,
+        UnknownProviderError,
+    )
+
+    for key in spec.config:
+        if _SECRET_CONFIG.match(key):
+            raise ValidationFailed.single(
+                f"config.{key}",
+                "keys are never stored; set the model's key variable "
+                "in the workers' environment instead",
+            )
+    try:
+        provider = get_provider(spec.provider)
+    except (UnknownProviderError, MissingDependencyError) as error:
+        raise ValidationFailed.single("provider", str(error)) from None
+    try:
+        provider.validate_config(spec.config)
+    except ConfigError as error:
+        field = f"config.{error.field}" if error.field else "config"
+        raise ValidationFailed.single(field, error.message) from None
+
+
+def load_seed(path: str | Path) -> list[ModelSpec]:
+    """Read the catalog seed file.
+
+    Raises:
+        ValueError: The file is malformed (names the entry).
+    """
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    specs = []
+    for index, entry in enumerate(raw.get("models") or []):
+        try:
+            specs.append(ModelSpec.model_validate(entry))
+        except ValidationError as error:
+            raise ValueError(f"{path}: models[{index}]: {error}") from None
+    return specs
+
+
+class ModelCatalog:
+    """Read and manage the ``models`` collection."""
+
+    def __init__(self, store: Store) -> None:
+        self._docs = store.documents("models")
+
+    async def seed(self, specs: list[ModelSpec]) -> int:
+        """Insert seed models whose names are not in the catalog yet.
+
+        Admins' changes are never overwritten, and a model an admin
+        deleted stays deleted.
+
+        Returns:
+            How many models were added.
+        """
+        added = 0
+        for spec in specs:
+            validate_spec(spec)
+            document = {
+                **spec.model_dump(by_alias=True),
+                "_metadata": new_metadata("seed"),
+            }
+            try:
+                await self._docs.collection.insert_one(document)
+                added += 1
+            except DuplicateKeyError:
+                continue
+        if added:
+            log.info("catalog_seeded", added=added)
+        return added
+
+    async def list(self, *, active_only: bool) -> list[Document]:
+        """Live models, by name."""
+        query = {"active": True} if active_only else {}
+        return await self._docs.read(query, sort=[("name", 1)])
+
+    async def get(self, name: str, *, active_only: bool = False) -> Document:
+        """A live model by name.
+
+        Raises:
+            NotFound: No such (active) model.
+        """
+        query: dict[str, Any] = {"name": name}
+        if active_only:
+            query["active"] = True
+        document = await self._docs.find_one(query)
+        if document is None:
+            raise NotFound("model", name)
+        return document
+
+    async def by_names(self, names: set[str]) -> dict[str, Document]:
+        """Live, active models among ``names``, keyed by name."""
+        documents = await self._docs.read(
+            {"name": {"$in": sorted(names)}, "active": True}
+        )
+        return {d["name"]: d for d in documents}
+
+    async def create(self, spec: ModelSpec, *, actor: str) -> Document:
+        """Add a model; a deleted model of the same name is revived.
+
+        Raises:
+            ValidationFailed: Unknown provider or invalid config.
+            Conflict: A live model has that name.
+        """
+        validate_spec(spec)
+        fields = spec.model_dump(by_alias=True)
+        existing = await self._docs.collection.find_one({"name": spec.name})
+        if existing is None:
+            try:
+                return await self._docs.create(fields, actor=actor)
+            except DuplicateKeyError:
+                pass
+        elif existing["_metadata"]["isDeleted"]:
+            now = utcnow()
+            metadata = {**new_metadata(actor, now)}
+            await self._docs.collection.replace_one(
+                {"_id": existing["_id"]},
+                {**fields, "_id": existing["_id"], "_metadata": metadata},
+            )
+            business.log_operation("models", "create", model=spec.name)
+            return await self.get(spec.name)
+        raise Conflict(f"model {spec.name!r} already exists")
+
+    async def replace(
+        self, name: str, spec: ModelSpec, *, actor: str
+    ) -> Document:
+        """Replace a model's definition (its name stays).
+
+        Raises:
+            ValidationFailed: The body renames the model or is invalid.
+            NotFound: No such model.
+        """
+        if spec.name != name:
+            raise ValidationFailed.single(
+                "name", f"must be {name!r} (models cannot be renamed)"
+            )
+        validate_spec(spec)
+        fields = spec.model_dump(by_alias=True)
+        fields.pop("name")
+        document = await self._docs.update({"name": name}, fields, actor=actor)
+        if document is None:
+            raise NotFound("model", name)
+        business.log_operation("models", "replace", model=name)
+        return document
+
+    async def delete(self, name: str, *, actor: str) -> None:
+        """Deactivate and soft-delete a model.
+
+        Raises:
+            NotFound: No such model.
+        """
+        updated = await self._docs.update(
+            {"name": name}, {"active": False}, actor=actor
+        )
+        if updated is None:
+            raise NotFound("model", name)
+        await self._docs.soft_delete({"name": name}, actor=actor)
+        business.log_operation("models", "delete", model=name)
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A provider config as clients may see it (endpoints stay private)."""
+    return {
+        k: v
+        for k, v in config.items()
+        if k in ("modelId", "deployment", "apiVersion")
+    }

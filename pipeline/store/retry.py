@@ -1,0 +1,90 @@
+"""A retry wrapper for database operations that fail transiently.
+
+The driver already retries a single read or write once; this wrapper
+rides out a database that is briefly gone (a restart, a failover) and,
+when it stays gone, raises :class:`DatabaseUnavailable` (a 503) instead
+of a driver exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from pipeline.errors import DatabaseUnavailable
+from pipeline.logging import get_logger
+
+T = TypeVar("T")
+
+log = get_logger(__name__)
+
+#: Driver errors that mean "the server could not be reached".
+TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a driver error may go away on retry."""
+    if isinstance(error, TRANSIENT_ERRORS):
+        return True
+    return isinstance(error, PyMongoError) and (
+        error.has_error_label("TransientTransactionError")
+        or error.has_error_label("RetryableWriteError")
+    )
+
+
+async def safe_operation(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 3,
+    base_delay_s: float = 0.2,
+    what: str = "database operation",
+) -> T:
+    """Run ``operation``, retrying transient database failures.
+
+    Only wrap operations that are safe to repeat (reads, updates guarded
+    by a filter, inserts with client-chosen ids).
+
+    Args:
+        operation: A coroutine factory, called once per attempt.
+        attempts: Tries before giving up.
+        base_delay_s: First backoff delay; doubles per attempt, jittered.
+        what: Short description for the log.
+
+    Returns:
+        The operation's result.
+
+    Raises:
+        DatabaseUnavailable: The database stayed unreachable.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except PyMongoError as error:
+            if not is_transient(error):
+                raise
+            if attempt == attempts:
+                log.error("database_unavailable", what=what, error=str(error))
+                raise DatabaseUnavailable(
+                    "the database is unavailable; retry later"
+                ) from error
+            delay = base_delay_s * 2 ** (attempt - 1)
+            log.warning(
+                "database_retry", what=what, attempt=attempt, error=str(error)
+            )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+    raise AssertionError("unreachable")

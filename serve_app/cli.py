@@ -1,0 +1,212 @@
+"""The ``metasync`` command line: the composition root of local runs.
+
+metasync up [--host H] [--port P]        run the service locally
+metasync admin create-client NAME        print new client credentials
+metasync fake-provider [--port P] ...    run the fake provider server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from pipeline.clients import ClientService, Quotas
+from pipeline.logging import configure_logging
+from pipeline.security import IssuedKey
+from pipeline.settings import Settings, SettingsError
+from pipeline.store import Store, create_mongo_client
+from serve_app.launcher import LocalStack, StackOptions
+from serve_app.local_services import LocalDatabase
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metasync", description="Metasync: LLM jobs on Ray."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the service locally")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8001)
+    up.add_argument(
+        "--no-fake-provider",
+        action="store_true",
+        help="do not start the fake provider the demo models use",
+    )
+    up.add_argument("--no-dashboard", action="store_true")
+    up.add_argument("--dashboard-port", type=int, default=8265)
+    up.add_argument("--num-cpus", type=int, default=None)
+
+    admin = commands.add_parser("admin", help="administration")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_commands.add_parser(
+        "create-client", help="register a client and print its key"
+    )
+    create.add_argument("name")
+    create.add_argument("--requests-per-minute", type=int, default=None)
+    create.add_argument("--max-pending-items", type=int, default=None)
+    create.add_argument("--budget", type=float, default=None)
+
+    commands.add_parser(
+        "fake-provider",
+        help="run the fake provider server (options: fake-provider -h)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv`` by default.
+
+    Returns:
+        The exit status.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["fake-provider"]:
+        from providers.fake.__main__ import main as fake_main
+
+        return fake_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"metasync: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if args.command == "up":
+        return _up(settings, args)
+    return _create_client(settings, args)
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    options = StackOptions(
+        host=args.host,
+        port=args.port,
+        fake_provider=not args.no_fake_provider,
+        dashboard=not args.no_dashboard,
+        dashboard_port=args.dashboard_port,
+        num_cpus=args.num_cpus,
+    )
+    stack = LocalStack(settings, options)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    try:
+        _say(_banner_start(settings))
+        stack.start()
+        _say(_banner_ready(settings, stack, time.monotonic() - started))
+        stop.wait()
+        _say("metasync: stopping…")
+        return 0
+    except RuntimeError as error:
+        print(f"metasync: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def _banner_start(settings: Settings) -> str:
+    lines = [f"metasync: starting ({settings.environment})"]
+    if not settings.db_connection_string:
+        lines.append(
+            "  no DB_CONNECTION_STRING: using the embedded database in "
+            f"{settings.state_dir}/db"
+        )
+    if settings.generated_secrets:
+        lines.append(
+            "  generated development secrets ("
+            + ", ".join(settings.generated_secrets)
+            + f") in {settings.state_dir}/dev-secrets.json"
+        )
+    return "\n".join(lines)
+
+
+def _banner_ready(settings: Settings, stack: LocalStack, took: float) -> str:
+    lines = [
+        f"metasync: ready in {took:.1f}s at {stack.url}",
+        f"  API docs:  {stack.url}/docs (user {settings.docs_user!r})",
+    ]
+    if stack.options.dashboard:
+        lines.append(
+            f"  Ray dashboard: http://127.0.0.1:{stack.options.dashboard_port}"
+        )
+    if not settings.is_production:
+        lines.append(
+            "  development admin key (X-Admin-Key): "
+            + settings.admin_api_key.get_secret_value()
+        )
+        lines.append(
+            "  docs password: " + settings.docs_secret.get_secret_value()
+        )
+    lines.append("  Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _create_client(settings: Settings, args: argparse.Namespace) -> int:
+    database = LocalDatabase(settings.state_dir)
+    uri = settings.db_connection_string
+    try:
+        if not uri:
+            uri = database.start()
+        quotas = Quotas(
+            max_pending_items=args.max_pending_items,
+            requests_per_minute=args.requests_per_minute,
+            budget=args.budget,
+        )
+        document, issued = asyncio.run(
+            _register(settings, uri, args.name, quotas)
+        )
+    finally:
+        database.stop()
+    print(
+        json.dumps(
+            {
+                "clientId": str(document["_id"]),
+                "name": document["name"],
+                "apiKey": issued.key,
+                "note": "the key is shown once; store it now",
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+async def _register(
+    settings: Settings, uri: str, name: str, quotas: Quotas
+) -> tuple[dict[str, Any], IssuedKey]:
+    store = Store(
+        create_mongo_client(uri, app_name="metasync-cli"), settings.db_name
+    )
+    try:
+        await store.ensure_indexes()
+        service = ClientService(
+            store, settings.api_key_pepper.get_secret_value()
+        )
+        return await service.create(name, quotas, actor="admin:cli")
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

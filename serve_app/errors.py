@@ -1,0 +1,114 @@
+"""One place that turns errors into HTTP responses.
+
+Domain errors carry their status; request validation becomes a 400 that
+names each offending field; a database outage is a 503; anything else
+is a 500 whose body says nothing about the code (the log has the trace;
+see :class:`serve_app.middleware.RequestContextMiddleware`).
+Every error body has the same shape::
+
+    {"error": {"code": ..., "message": ..., ...details}, "requestId": ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure
+from starlette.exceptions import HTTPException
+
+from pipeline.errors import DatabaseUnavailable, MetasyncError
+from pipeline.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON body every error shares."""
+    body = {
+        "error": {"code": code, "message": message, **(details or {})},
+        "requestId": getattr(request.state, "request_id", None),
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_path(location: Sequence[str | int]) -> str:
+    """``("body", "items", 3, "model")`` -> ``items[3].model``."""
+    path = ""
+    for part in location:
+        if part in ("body", "query", "path", "header") and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+async def _domain(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, MetasyncError)
+    headers = {}
+    details = dict(error.details)
+    if "retryAfter" in details:
+        headers["Retry-After"] = str(max(1, round(details["retryAfter"])))
+    if "challenge" in details:
+        headers["WWW-Authenticate"] = details.pop("challenge")
+    if error.status_code >= 500:
+        log.warning("request_failed", code=error.code, error=error.message)
+    return error_response(
+        request,
+        error.status_code,
+        error.code,
+        error.message,
+        details,
+        headers,
+    )
+
+
+async def _validation(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {"field": field_path(e["loc"]), "message": e["msg"]}
+        for e in error.errors()
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return error_response(
+        request, 400, "validation_failed", summary, {"errors": errors}
+    )
+
+
+async def _http(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    return error_response(
+        request,
+        error.status_code,
+        "http_error",
+        str(error.detail),
+        headers=dict(error.headers or {}),
+    )
+
+
+async def _database(request: Request, error: Exception) -> JSONResponse:
+    return await _domain(
+        request, DatabaseUnavailable("the database is unavailable")
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(MetasyncError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(ConnectionFailure, _database)
+    # Anything else is answered by RequestContextMiddleware: a 500 with
+    # the request id and no trace.

@@ -1,0 +1,72 @@
+"""``/admin/clients``: register, list, inspect, deactivate, rotate keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from serve_app.deps import AdminKey, Context
+from serve_app.schemas.clients import (
+    ClientCreate,
+    ClientList,
+    ClientOut,
+    ClientWithKey,
+)
+
+router = APIRouter(prefix="/admin/clients", tags=["admin: clients"])
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_client(
+    body: ClientCreate, context: Context, admin: AdminKey
+) -> ClientWithKey:
+    """Register a client. The key is in this response only: keep it."""
+    document, issued = await context.clients.create(
+        body.name, body.quotas, actor=admin
+    )
+    out = ClientOut.from_doc(document)
+    return ClientWithKey(**out.model_dump(), api_key=issued.key)
+
+
+@router.get("")
+async def list_clients(
+    context: Context, admin: AdminKey, limit: Limit = 100, offset: Offset = 0
+) -> ClientList:
+    """Active clients, newest first."""
+    documents = await context.clients.list(limit=limit, skip=offset)
+    return ClientList(
+        items=[ClientOut.from_doc(d) for d in documents],
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{client_id}")
+async def get_client(
+    client_id: str, context: Context, admin: AdminKey
+) -> ClientOut:
+    """One client (never its key)."""
+    return ClientOut.from_doc(await context.clients.get(client_id))
+
+
+@router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def deactivate_client(
+    client_id: str, context: Context, admin: AdminKey
+) -> Response:
+    """Deactivate a client (soft delete); its key stops working."""
+    await context.clients.deactivate(client_id, actor=admin)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{client_id}/rotate-key")
+async def rotate_key(
+    client_id: str, context: Context, admin: AdminKey
+) -> ClientWithKey:
+    """Issue a new key; the old one stops working at once."""
+    document, issued = await context.clients.rotate_key(client_id, actor=admin)
+    out = ClientOut.from_doc(document)
+    return ClientWithKey(**out.model_dump(), api_key=issued.key)

@@ -1,0 +1,82 @@
+"""``/prompts``: a client's versioned prompts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from serve_app.deps import Context, CurrentClient
+from serve_app.schemas.prompts import PromptList, PromptOut, PromptWrite
+
+router = APIRouter(prefix="/prompts", tags=["prompts"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_prompt(
+    body: PromptWrite, context: Context, client: CurrentClient
+) -> PromptOut:
+    """Store a prompt as version 1."""
+    document = await context.prompts.create(
+        client.id, body.model_dump(by_alias=True)
+    )
+    return PromptOut.from_doc(document)
+
+
+@router.get("")
+async def list_prompts(
+    context: Context,
+    client: CurrentClient,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> PromptList:
+    """The client's prompts (latest versions), newest first."""
+    documents = await context.prompts.list(client.id, limit=limit, skip=offset)
+    return PromptList(
+        items=[PromptOut.from_doc(d) for d in documents],
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{prompt_id}")
+async def get_prompt(
+    prompt_id: str, context: Context, client: CurrentClient
+) -> PromptOut:
+    """The latest version of a prompt."""
+    return PromptOut.from_doc(await context.prompts.get(client.id, prompt_id))
+
+
+@router.put("/{prompt_id}")
+async def update_prompt(
+    prompt_id: str,
+    body: PromptWrite,
+    context: Context,
+    client: CurrentClient,
+) -> PromptOut:
+    """Store a new version; earlier versions stay readable."""
+    document = await context.prompts.update(
+        client.id, prompt_id, body.model_dump(by_alias=True)
+    )
+    return PromptOut.from_doc(document)
+
+
+@router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_prompt(
+    prompt_id: str, context: Context, client: CurrentClient
+) -> Response:
+    """Soft-delete a prompt."""
+    await context.prompts.delete(client.id, prompt_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{prompt_id}/versions/{version}")
+async def get_prompt_version(
+    prompt_id: str,
+    version: Annotated[int, Path(ge=1)],
+    context: Context,
+    client: CurrentClient,
+) -> PromptOut:
+    """One version of a prompt."""
+    document = await context.prompts.get_version(client.id, prompt_id, version)
+    return PromptOut.from_doc(document)

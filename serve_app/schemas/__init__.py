@@ -1,0 +1,1 @@
+"""API schemas: request and response bodies, camelCase on the wire."""

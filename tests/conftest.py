@@ -1,0 +1,142 @@
+"""Session fixtures: one database, one local Ray cluster, one Serve app.
+
+The database is the local SecantusDB server started in-process, unless
+``DB_CONNECTION_STRING`` points the suite at a real MongoDB; either way
+the session uses its own database name and drops it at the end. Ray is
+started with the offline settings (nothing leaves the machine) and
+shared by every test that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.support.api import ClientCredentials, register_client
+from tests.support.net import free_port, wait_until
+
+ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
+PEPPER = "test-pepper-" + uuid.uuid4().hex
+DOCS_SECRET = "test-docs-secret-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    # pymongo's async client runs on asyncio only.
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("metasync-state")
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    external = os.environ.get("DB_CONNECTION_STRING")
+    if external:
+        yield external
+        return
+    from secantus import SecantusDBServer
+
+    with SecantusDBServer(storage_path=":memory:", port=0) as server:
+        yield server.uri
+
+
+@pytest.fixture(scope="session")
+def db_name() -> str:
+    return f"metasync-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def service_env(
+    mongo_uri: str, db_name: str, state_dir: Path
+) -> Iterator[dict[str, str]]:
+    """The environment every process of the session runs with."""
+    env = {
+        "METASYNC_ENV": "test",
+        "METASYNC_HOME": str(state_dir),
+        "DB_CONNECTION_STRING": mongo_uri,
+        "DB_NAME": db_name,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "API_KEY_PEPPER": PEPPER,
+        "DOCS_SECRET": DOCS_SECRET,
+        "POLL_INTERVAL": "2",
+    }
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    yield env
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    from pymongo import MongoClient
+
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(db_name)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(
+    service_env: dict[str, str], state_dir: Path
+) -> Iterator[None]:
+    import ray
+
+    from pipeline.ray_runtime import init_local_ray
+
+    init_local_ray(state_dir, num_cpus=2, namespace="metasync-test")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def base_url(ray_cluster: None) -> Iterator[str]:
+    from ray import serve
+
+    from serve_app.deployment import APP_NAME, build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(), name=APP_NAME, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx2.get(f"{url}/ready", timeout=2).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
+    wait_until(ready, timeout_s=60, what="the app to be ready")
+    yield url
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def http(base_url: str) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin_headers() -> dict[str, str]:
+    return {"X-Admin-Key": ADMIN_KEY}
+
+
+@pytest.fixture
+def client_a(
+    http: httpx2.Client, admin_headers: dict[str, str]
+) -> ClientCredentials:
+    return register_client(http, admin_headers)
+
+
+@pytest.fixture
+def client_b(
+    http: httpx2.Client, admin_headers: dict[str, str]
+) -> ClientCredentials:
+    return register_client(http, admin_headers)
