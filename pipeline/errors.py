@@ -11,8 +11,12 @@ responses, so routes never build error responses themselves::
     │   └── InvalidTransition          409  with the current status
     ├── PayloadTooLarge                413
     ├── QuotaExceeded                  429  with retry_after seconds
-    └── Unavailable                    503
-        └── DatabaseUnavailable        503  the database cannot be reached
+    ├── Unavailable                    503
+    │   └── DatabaseUnavailable        503  the database cannot be reached
+    └── UpstreamError                  502  the model provider failed
+        ├── UpstreamRejected           400  it refused the request itself
+        ├── UpstreamRateLimited        429  it kept rate limiting
+        └── UpstreamTimeout            504  it did not answer in time
 
 Each error pickles with its fields (some cross Ray process boundaries).
 """
@@ -152,3 +156,31 @@ class DatabaseUnavailable(Unavailable):
     """The database cannot be reached right now."""
 
     code = "database_unavailable"
+
+
+class UpstreamError(MetasyncError):
+    """The model provider failed the call (after retries)."""
+
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider refused the request itself (4xx, content filter)."""
+
+    status_code = 400
+    code = "upstream_rejected"
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The provider kept rate limiting the call."""
+
+    status_code = 429
+    code = "upstream_rate_limited"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The provider did not answer in time."""
+
+    status_code = 504
+    code = "upstream_timeout"

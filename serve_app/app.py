@@ -21,7 +21,16 @@ from serve_app.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
 )
-from serve_app.routes import admin_clients, docs, health, models, prompts
+from serve_app.routes import (
+    admin_clients,
+    admin_jobs,
+    chat,
+    docs,
+    health,
+    jobs,
+    models,
+    prompts,
+)
 
 log = get_logger(__name__)
 
@@ -48,7 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = await AppContext.open(settings)
+        import ray
+
+        context = await AppContext.open(
+            settings, supervise=ray.is_initialized()
+        )
         app.state.context = context
         log.info("app_started", environment=settings.environment)
         try:
@@ -66,7 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     install_error_handlers(app)
-    for module in (health, admin_clients, models, prompts):
+    for module in (
+        health,
+        admin_clients,
+        models,
+        prompts,
+        jobs,
+        admin_jobs,
+        chat,
+    ):
         app.include_router(module.router)
     docs.mount_docs(app)
     app.add_middleware(

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.catalog import ModelCatalog, ModelSpec, load_seed
 from pipeline.clients import ClientService
+from pipeline.jobs.service import JobService
+from pipeline.jobs.submission import JobSubmitter
 from pipeline.logging import get_logger
 from pipeline.prompts import PromptService
 from pipeline.quotas import RequestRateGate
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
+from pipeline.worker.handles import WorkerHandles
+from pipeline.worker.supervisor import WorkerSupervisor
 
 log = get_logger(__name__)
+
+#: Seconds between sweeps for abandoned submissions.
+JANITOR_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -26,15 +35,24 @@ class AppContext:
     clients: ClientService
     catalog: ModelCatalog
     prompts: PromptService
+    submitter: JobSubmitter
+    jobs: JobService
+    workers: WorkerHandles
     rate_gate: RequestRateGate
+    supervisor: WorkerSupervisor | None = None
     #: Named checks for ``/ready``, each answering "ok" or a problem.
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] = field(
         default_factory=dict
     )
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, settings: Settings) -> AppContext:
-        """Connect, create indexes and seed the catalog.
+    async def open(cls, settings: Settings, *, supervise: bool) -> AppContext:
+        """Connect, create indexes, seed the catalog, start background work.
+
+        Args:
+            settings: This process's settings.
+            supervise: Start and watch the worker actors (needs Ray).
 
         Raises:
             DatabaseUnavailable: The database cannot be reached.
@@ -53,19 +71,44 @@ class AppContext:
         await store.ensure_indexes()
         catalog = ModelCatalog(store)
         await catalog.seed(_seed_specs(settings.models_file))
-        return cls(
+        prompts = PromptService(store)
+        workers = WorkerHandles(settings)
+        context = cls(
             settings=settings,
             store=store,
             clients=ClientService(
                 store, settings.api_key_pepper.get_secret_value()
             ),
             catalog=catalog,
-            prompts=PromptService(store),
+            prompts=prompts,
+            submitter=JobSubmitter(store, catalog, prompts, settings),
+            jobs=JobService(store),
+            workers=workers,
             rate_gate=RequestRateGate(),
         )
+        if supervise:
+            supervisor = WorkerSupervisor(settings, catalog, workers)
+            context.supervisor = supervisor
+            context.readiness_checks["workers"] = supervisor.readiness
+            context._tasks.append(asyncio.create_task(supervisor.run()))
+        context._tasks.append(asyncio.create_task(context._janitor()))
+        return context
+
+    async def _janitor(self) -> None:
+        while True:
+            try:
+                await self.submitter.clean_abandoned()
+            except Exception as error:
+                log.warning("janitor_failed", error=str(error))
+            await asyncio.sleep(JANITOR_INTERVAL_S)
 
     async def close(self) -> None:
-        """Release connections."""
+        """Stop background work and release connections."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.store.close()
 
 

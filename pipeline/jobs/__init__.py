@@ -1,0 +1,1 @@
+"""Jobs: submission, queries, client and admin actions, aggregation."""

@@ -1,0 +1,218 @@
+"""Submitting a job: quotas, idempotency, then an all-or-nothing insert.
+
+Items are inserted first (in batches), then the job document, which is
+the commit point: workers find items only through their job, so items
+of a submission that failed half-way are never processed. They are
+deleted at once, or, if the process died, by :meth:`JobSubmitter.
+clean_abandoned` (an ``ingestions`` record marks every submission in
+progress).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from pipeline.catalog import ModelCatalog
+from pipeline.errors import Conflict, PayloadTooLarge, QuotaExceeded
+from pipeline.jobs.documents import JobOptions, new_item, new_job
+from pipeline.jobs.validation import ItemSpec, validate_items
+from pipeline.logging import BusinessLogger, get_logger
+from pipeline.prompts import PromptService
+from pipeline.settings import Settings
+from pipeline.store import Store, safe_operation
+from pipeline.store.documents import Document, new_metadata, not_deleted, utcnow
+
+log = get_logger(__name__)
+business = BusinessLogger()
+
+INSERT_BATCH = 1000
+#: A submission still unfinished after this long was abandoned.
+ABANDONED_AFTER = timedelta(minutes=10)
+#: Retry-After for a client over its pending-items quota, in seconds.
+PENDING_QUOTA_RETRY_S = 30
+
+
+def request_hash(items: list[ItemSpec], options: JobOptions) -> str:
+    """A fingerprint of a submission (to detect a reused idempotency key)."""
+    body = json.dumps(
+        [[asdict(i) for i in items], asdict(options)],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class JobSubmitter:
+    """Validates and stores new jobs."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: ModelCatalog,
+        prompts: PromptService,
+        settings: Settings,
+    ) -> None:
+        self._jobs = store.raw("jobs")
+        self._items = store.raw("items")
+        self._ingestions = store.raw("ingestions")
+        self._catalog = catalog
+        self._prompts = prompts
+        self._settings = settings
+
+    async def submit(
+        self,
+        client: dict[str, Any],
+        items: list[ItemSpec],
+        options: JobOptions,
+    ) -> tuple[Document, bool]:
+        """Store a job, or find the one its idempotency key made.
+
+        Args:
+            client: The authenticated client (``id``, ``quotas``).
+            items: The items, shape-checked.
+            options: Job options.
+
+        Returns:
+            The job and whether it was created now (False: the original
+            job of a repeated idempotency key).
+
+        Raises:
+            PayloadTooLarge: More items than ``MAX_ITEMS_PER_JOB``.
+            ValidationFailed: Any invalid item (nothing is written).
+            QuotaExceeded: Over the pending-items quota or the budget.
+            Conflict: The idempotency key was used for another body.
+        """
+        client_id: ObjectId = client["id"]
+        limit = self._settings.max_items_per_job
+        if len(items) > limit:
+            raise PayloadTooLarge(
+                f"a job holds at most {limit} items, not {len(items)}"
+            )
+        fingerprint = request_hash(items, options)
+        if options.idempotency_key is not None:
+            existing = await self._by_key(client_id, options.idempotency_key)
+            if existing is not None:
+                return self._same_request(existing, fingerprint), False
+        batch = await validate_items(client_id, items, self._catalog, self._prompts)
+        await self._check_quotas(client_id, client.get("quotas") or {}, len(items))
+
+        job_id = ObjectId()
+        job = new_job(
+            job_id,
+            client_id,
+            len(items),
+            options,
+            batch.models,
+            batch.providers,
+            fingerprint,
+        )
+        metadata = new_metadata(f"client:{client_id}")
+        documents = [
+            new_item(job_id, client_id, seq, fields, options.max_attempts, metadata)
+            for seq, fields in enumerate(batch.fields)
+        ]
+        await safe_operation(
+            lambda: self._ingestions.insert_one(
+                {"_id": job_id, "clientId": client_id, "startedAt": utcnow()}
+            ),
+            what="start ingestion",
+        )
+        try:
+            for start in range(0, len(documents), INSERT_BATCH):
+                await self._items.insert_many(
+                    documents[start : start + INSERT_BATCH], ordered=False
+                )
+            await self._jobs.insert_one(job)
+        except DuplicateKeyError:
+            # A concurrent submit with the same idempotency key won.
+            await self._discard(job_id)
+            winner = await self._by_key(client_id, options.idempotency_key or "")
+            if winner is None:
+                raise
+            return self._same_request(winner, fingerprint), False
+        except PyMongoError:
+            await self._discard(job_id)
+            raise
+        await self._ingestions.delete_one({"_id": job_id})
+        business.log_operation(
+            "jobs", "submit", job_id=str(job_id), items=len(items)
+        )
+        return job, True
+
+    async def _by_key(self, client_id: ObjectId, key: str) -> Document | None:
+        return await self._jobs.find_one(
+            not_deleted({"clientId": client_id, "idempotencyKey": key})
+        )
+
+    def _same_request(self, job: Document, fingerprint: str) -> Document:
+        if job.get("requestHash") != fingerprint:
+            raise Conflict(
+                "this idempotencyKey was used for a different job request",
+                details={"jobId": str(job["_id"])},
+            )
+        return job
+
+    async def _check_quotas(
+        self, client_id: ObjectId, quotas: dict[str, Any], new_items: int
+    ) -> None:
+        max_pending = quotas.get("maxPendingItems")
+        budget = quotas.get("budget")
+        if max_pending is None and budget is None:
+            return
+        jobs = await self._jobs.find(
+            {"clientId": client_id},
+            {"counts": 1, "cost": 1, "active": 1},
+        ).to_list()
+        if max_pending is not None:
+            pending = sum(
+                (j["counts"].get("PENDING", 0) + j["counts"].get("PROCESSING", 0))
+                for j in jobs
+                if j.get("active")
+            )
+            if pending + new_items > max_pending:
+                raise QuotaExceeded(
+                    f"{pending} items are pending; the quota is {max_pending}",
+                    retry_after=PENDING_QUOTA_RETRY_S,
+                )
+        if budget is not None:
+            spent = sum(j.get("cost", 0.0) for j in jobs)
+            if spent >= budget:
+                raise QuotaExceeded(
+                    f"the budget of {budget} USD is spent ({spent:.4f} USD)",
+                    retry_after=3600,
+                )
+
+    async def _discard(self, job_id: ObjectId) -> None:
+        """Remove what a failed submission wrote (best effort)."""
+        try:
+            await self._items.delete_many({"jobId": job_id})
+            await self._ingestions.delete_one({"_id": job_id})
+        except PyMongoError as error:
+            log.warning(
+                "ingestion_cleanup_deferred", job_id=str(job_id), error=str(error)
+            )
+
+    async def clean_abandoned(self) -> int:
+        """Delete items of submissions whose process died half-way.
+
+        Returns:
+            How many abandoned submissions were cleaned.
+        """
+        cutoff = utcnow() - ABANDONED_AFTER
+        cleaned = 0
+        async for record in self._ingestions.find({"startedAt": {"$lt": cutoff}}):
+            if await self._jobs.find_one({"_id": record["_id"]}, {"_id": 1}):
+                await self._ingestions.delete_one({"_id": record["_id"]})
+                continue
+            await self._discard(record["_id"])
+            cleaned += 1
+        if cleaned:
+            log.warning("abandoned_submissions_cleaned", count=cleaned)
+        return cleaned

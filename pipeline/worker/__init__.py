@@ -1,0 +1,7 @@
+"""Provider workers: claim items, call providers under limits, write results.
+
+One async Ray actor per provider (times ``WORKER_REPLICAS``) serves all
+that provider's models. The classes here are plain Python taking their
+collaborators in ``__init__``; :mod:`pipeline.worker.builder` is the one
+place that turns them into Ray actors.
+"""

@@ -1,0 +1,224 @@
+"""The worker's view of pending work: fair across clients, by priority.
+
+Per model, clients take turns (round-robin), so one client's million
+items cannot starve another client's ten; within a client, the job with
+the highest priority goes first, then the oldest. A job's items are read
+from the database a window at a time (:class:`JobTrack`), so memory stays
+bounded whatever the job's size. Items waiting for a retry sit in a heap
+until they are due, then go to the front of their job's queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+
+#: Items per database window (one bounded range query on jobId+seq).
+WINDOW_ITEMS = 500
+
+#: Jobs per client that read windows ahead of claiming.
+READ_AHEAD_JOBS = 2
+
+Item = dict[str, Any]
+
+
+@dataclass
+class JobTrack:
+    """One job as a worker sees it.
+
+    Attributes:
+        job_id: The job.
+        client_id: Its owner (the unit of fairness).
+        priority: Higher goes first within the client.
+        total_items: Items in the job (seq runs 0..total-1).
+        max_attempts: Attempts per item.
+        cache: Whether results may come from the result cache.
+        windows: Window indexes this worker still has to read.
+        ready: Per model, items read and not yet claimed.
+        canceled: The client canceled the job.
+        requeues: The job's requeue generation already swept.
+    """
+
+    job_id: ObjectId
+    client_id: ObjectId
+    priority: int
+    total_items: int
+    max_attempts: int
+    cache: bool
+    windows: deque[int]
+    ready: dict[str, deque[Item]] = field(default_factory=dict)
+    loading: bool = False
+    canceled: bool = False
+    requeues: int = 0
+
+    @property
+    def order(self) -> tuple[int, ObjectId]:
+        """Sort key within a client: priority desc, then oldest first."""
+        return (-self.priority, self.job_id)
+
+    @property
+    def fully_read(self) -> bool:
+        """Whether every window of this worker was read."""
+        return not self.windows
+
+    def ready_count(self, model: str) -> int:
+        """Items of ``model`` read and waiting to be claimed."""
+        queue = self.ready.get(model)
+        return len(queue) if queue else 0
+
+    @property
+    def total_ready(self) -> int:
+        """Items of every model read and waiting to be claimed."""
+        return sum(len(q) for q in self.ready.values())
+
+
+def owned_windows(
+    job_id: ObjectId, total_items: int, replica: int, replicas: int
+) -> deque[int]:
+    """The windows of a job that one replica of a provider's worker reads.
+
+    Windows are dealt round-robin from an offset derived from the job
+    id, so the replicas split every job and no two read the same items.
+    """
+    count = (total_items + WINDOW_ITEMS - 1) // WINDOW_ITEMS
+    offset = int(str(job_id)[-6:], 16) % replicas
+    return deque(
+        w for w in range(count) if (w + offset) % replicas == replica
+    )
+
+
+def window_range(window: int) -> tuple[int, int]:
+    """The seq range ``[start, end)`` of a window."""
+    return window * WINDOW_ITEMS, (window + 1) * WINDOW_ITEMS
+
+
+class Backlog:
+    """Pending items of one worker, organised for fair claiming."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[ObjectId, JobTrack] = {}
+        self._turn: deque[ObjectId] = deque()  # clients in turn order
+        self._retries: list[tuple[float, int, Item]] = []
+        self._tie = itertools.count()
+
+    def add_job(self, track: JobTrack) -> None:
+        """Track a job (replacing an older track of it)."""
+        self.jobs[track.job_id] = track
+        if track.client_id not in self._turn:
+            self._turn.append(track.client_id)
+
+    def drop_job(self, job_id: ObjectId) -> JobTrack | None:
+        """Stop tracking a job (finished, canceled or deleted)."""
+        track = self.jobs.pop(job_id, None)
+        if track is not None:
+            self._retries = [r for r in self._retries if r[2]["jobId"] != job_id]
+            heapq.heapify(self._retries)
+        return track
+
+    def add_ready(self, job_id: ObjectId, items: list[Item]) -> None:
+        """Queue items read from the database for claiming."""
+        track = self.jobs.get(job_id)
+        if track is None:
+            return
+        for item in items:
+            track.ready.setdefault(item["model"], deque()).append(item)
+
+    def schedule_retry(self, item: Item, due: float) -> None:
+        """Hold an item until ``due`` (monotonic seconds)."""
+        heapq.heappush(self._retries, (due, next(self._tie), item))
+
+    def release_due(self, now: float) -> int:
+        """Move retries that are due to the front of their job's queue."""
+        moved = 0
+        while self._retries and self._retries[0][0] <= now:
+            _, _, item = heapq.heappop(self._retries)
+            track = self.jobs.get(item["jobId"])
+            if track is None or track.canceled:
+                continue
+            track.ready.setdefault(item["model"], deque()).appendleft(item)
+            moved += 1
+        return moved
+
+    def next_retry_due(self) -> float | None:
+        """When the earliest held retry is due."""
+        return self._retries[0][0] if self._retries else None
+
+    def retry_count(self, model: str) -> int:
+        """Retries of ``model`` waiting for their time."""
+        return sum(1 for _, _, item in self._retries if item["model"] == model)
+
+    def ready_count(self, model: str) -> int:
+        """Items of ``model`` ready to claim, over all jobs."""
+        return sum(t.ready_count(model) for t in self.jobs.values())
+
+    def _client_jobs(self, client: ObjectId, model: str) -> Iterator[JobTrack]:
+        tracks = [
+            t
+            for t in self.jobs.values()
+            if t.client_id == client and t.ready_count(model) and not t.canceled
+        ]
+        return iter(sorted(tracks, key=lambda t: t.order))
+
+    def take(self, model: str, limit: int) -> list[Item]:
+        """Up to ``limit`` items of ``model``, clients taking turns.
+
+        Each client gives one item per turn from its best job (highest
+        priority, then oldest); the turn order rotates across calls so
+        nobody always goes first.
+        """
+        taken: list[Item] = []
+        clients = [c for c in self._turn if self._has_ready(c, model)]
+        while len(taken) < limit and clients:
+            for client in list(clients):
+                best = next(self._client_jobs(client, model), None)
+                if best is None:
+                    clients.remove(client)
+                    continue
+                taken.append(best.ready[model].popleft())
+                if len(taken) >= limit:
+                    break
+        if self._turn:
+            self._turn.rotate(-1)
+        return taken
+
+    def _has_ready(self, client: ObjectId, model: str) -> bool:
+        return any(
+            t.client_id == client and t.ready_count(model) and not t.canceled
+            for t in self.jobs.values()
+        )
+
+    def jobs_to_read(self, low_water: int) -> list[JobTrack]:
+        """Jobs that should read their next window now.
+
+        Only each client's first :data:`READ_AHEAD_JOBS` jobs with work
+        left (in claiming order) read ahead, and only when fewer than
+        ``low_water`` of their items are waiting: memory stays bounded
+        however many jobs are active.
+        """
+        by_client: dict[ObjectId, list[JobTrack]] = {}
+        for track in self.jobs.values():
+            if track.canceled or (track.fully_read and not track.total_ready):
+                continue
+            by_client.setdefault(track.client_id, []).append(track)
+        wanted = []
+        for tracks in by_client.values():
+            tracks.sort(key=lambda t: t.order)
+            for track in tracks[:READ_AHEAD_JOBS]:
+                if (
+                    not track.loading
+                    and not track.fully_read
+                    and track.total_ready < low_water
+                ):
+                    wanted.append(track)
+        return wanted
+
+    def forget_clients_without_jobs(self) -> None:
+        """Drop clients that no longer have tracked jobs from the turn."""
+        active = {t.client_id for t in self.jobs.values()}
+        self._turn = deque(c for c in self._turn if c in active)

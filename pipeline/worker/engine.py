@@ -1,0 +1,898 @@
+"""The provider worker: from pending items to written results.
+
+One :class:`ProviderWorker` serves every model of one provider. Its
+loops, all on one asyncio event loop:
+
+* the scheduler starts calls for claimed items as each model's limiter
+  allows, claims more items (fairly, from the backlog) when its queue
+  runs low, and reads more job windows when the backlog runs low;
+* the poller, every ``POLL_INTERVAL``, refreshes the catalog and the
+  list of active jobs, takes back expired leases, and sweeps canceled
+  and requeued jobs (the safety net: notifications make work start at
+  once, the poll makes sure nothing is stranded);
+* the limit syncer exchanges reports and shares with the coordinator;
+* the result writer writes outcomes in batches.
+
+Chat completions (``/v1/chat/completions``) go through :meth:`complete`
+and :meth:`stream`, under the same limiters, ahead of batch work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
+
+from pipeline.catalog import ModelCatalog, Pricing
+from pipeline.logging import bound_context, get_logger
+from pipeline.settings import Settings
+from pipeline.states import Status
+from pipeline.store import Store
+from pipeline.store.documents import utcnow
+from pipeline.worker.backlog import (
+    WINDOW_ITEMS,
+    Backlog,
+    Item,
+    JobTrack,
+    owned_windows,
+    window_range,
+)
+from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
+from pipeline.worker.limits import ModelLimiter, Share
+from pipeline.worker.metrics import WorkerMetrics
+from pipeline.worker.models import ServedModel
+from pipeline.worker.names import worker_name
+from pipeline.worker.retry import RetryPolicy, error_record
+from pipeline.worker.writer import ResultWriter
+from providers.base import (
+    Completion,
+    CompletionRequest,
+    LLMProvider,
+    StreamEvent,
+    TextDelta,
+)
+from providers.errors import ProviderError, RateLimitError
+
+S = Status
+log = get_logger(__name__)
+
+SyncLimits = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+#: Output tokens assumed for a call without ``maxTokens`` (tpm estimate).
+DEFAULT_OUTPUT_TOKENS = 256
+#: Attempts of a chat completion before its error reaches the caller.
+CHAT_ATTEMPTS = 3
+#: Longest a chat call waits for a provider's Retry-After.
+CHAT_MAX_RETRY_WAIT_S = 30.0
+SYNC_INTERVAL_S = 0.5
+
+
+def estimate_tokens(system: str | None, user: str, max_tokens: int | None) -> int:
+    """A cheap upper-side estimate of a call's tokens (for tpm)."""
+    chars = len(system or "") + len(user)
+    return chars // 4 + 1 + (max_tokens or DEFAULT_OUTPUT_TOKENS)
+
+
+def cache_key(
+    model: str,
+    system: str | None,
+    user: str,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> str:
+    """The result-cache key of a request."""
+    payload = json.dumps(
+        [model, system or "", user, temperature, max_tokens],
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ProviderWorker:
+    """Processes one provider's items; see the module docstring."""
+
+    def __init__(
+        self,
+        provider: str,
+        replica: int,
+        settings: Settings,
+        sync_limits: SyncLimits,
+        *,
+        store: Store | None = None,
+        export_metrics: bool = False,
+        retry_policy: RetryPolicy | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.provider_name = provider
+        self.replica = replica
+        self.replicas = settings.worker_replicas
+        self.settings = settings
+        self.name = worker_name(provider, replica)
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.holder = f"{self.name}/{self.incarnation}"
+        self._sync_limits = sync_limits
+        self._store = store
+        self._retry = retry_policy or RetryPolicy()
+        self._rng = random.Random(seed)
+        self.metrics = WorkerMetrics(provider, export=export_metrics)
+        self.models: dict[str, ServedModel] = {}
+        self.limiters: dict[str, ModelLimiter] = {}
+        self.backlog = Backlog()
+        self.waiting: dict[str, deque[Item]] = defaultdict(deque)
+        self._claiming: set[str] = set()
+        self._chat_waiters: dict[str, int] = defaultdict(int)
+        self._prompts: dict[tuple[ObjectId, int], str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._wake = asyncio.Event()
+        self._claims = 0
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self.round_trips = 0
+        self._items: ItemStore
+        self._writer: ResultWriter
+        self._provider: LLMProvider
+        self._catalog: ModelCatalog
+
+    # -- life cycle ----------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, recover and start the loops (idempotent)."""
+        async with self._start_lock:
+            if self._started:
+                return
+            from providers.registry import get_provider
+
+            from pipeline.store import create_mongo_client
+            from pipeline.store.transactions import (
+                Atomic,
+                server_supports_transactions,
+            )
+
+            if self._store is None:
+                if not self.settings.db_connection_string:
+                    raise RuntimeError("DB_CONNECTION_STRING is not set")
+                self._store = Store(
+                    create_mongo_client(
+                        self.settings.db_connection_string,
+                        app_name=self.name,
+                        event_listeners=[_RoundTrips(self)],
+                    ),
+                    self.settings.db_name,
+                )
+            store = self._store
+            atomic = Atomic(
+                store.client, await server_supports_transactions(store.client)
+            )
+            self._items = ItemStore(store, atomic)
+            self._catalog = ModelCatalog(store)
+            self._provider = get_provider(self.provider_name)
+            self._writer = ResultWriter(self._items, self._written)
+            await self._refresh_models()
+            await self._sync_once()
+            await self._poll_once()
+            self._loops = [
+                asyncio.create_task(self._scheduler(), name="scheduler"),
+                asyncio.create_task(self._poller(), name="poller"),
+                asyncio.create_task(self._syncer(), name="syncer"),
+                asyncio.create_task(self._writer.run(), name="writer"),
+            ]
+            self._started = True
+            log.info(
+                "worker_started",
+                worker=self.name,
+                incarnation=self.incarnation,
+                models=sorted(self.models),
+                transactions=atomic.enabled,
+            )
+
+    async def stop(self) -> None:
+        """Finish running calls, write their outcomes, stop the loops."""
+        if not self._started:
+            return
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._writer.flush()
+        await self._provider.aclose()
+        self._started = False
+
+    # -- notifications -------------------------------------------------
+
+    async def notify_job(self, job: dict[str, Any]) -> None:
+        """A job was submitted or changed: look at it now."""
+        await self.start()
+        self._track(job)
+        self._wake.set()
+
+    async def ping(self) -> dict[str, Any]:
+        """Start if needed and report health."""
+        await self.start()
+        return {"worker": self.name, "incarnation": self.incarnation}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for monitoring, tests and benchmarks."""
+        return {
+            "worker": self.name,
+            "incarnation": self.incarnation,
+            "roundTrips": self.round_trips,
+            "claims": self._claims,
+            "jobs": len(self.backlog.jobs),
+            "inFlight": {m: lim.in_flight for m, lim in self.limiters.items()},
+            "shares": {
+                m: lim.share.concurrency for m, lim in self.limiters.items()
+            },
+            "waiting": {m: len(q) for m, q in self.waiting.items()},
+            "unwritten": self._writer.pending if self._started else 0,
+            "metrics": self.metrics.snapshot(),
+        }
+
+    # -- jobs and windows ----------------------------------------------
+
+    def _track(self, job: dict[str, Any]) -> None:
+        job_id = job["_id"]
+        deleted = (job.get("_metadata") or {}).get("isDeleted", False)
+        canceled = job.get("status") == S.CANCELED or deleted
+        if self.provider_name not in job.get("providers", [self.provider_name]):
+            return
+        track = self.backlog.jobs.get(job_id)
+        if track is None:
+            track = JobTrack(
+                job_id=job_id,
+                client_id=job["clientId"],
+                priority=job.get("priority", 0),
+                total_items=job["totalItems"],
+                max_attempts=job.get("maxAttempts", 3),
+                cache=job.get("cache", False),
+                windows=owned_windows(
+                    job_id, job["totalItems"], self.replica, self.replicas
+                ),
+            )
+            self.backlog.add_job(track)
+        if canceled and not track.canceled:
+            track.canceled = True
+            self._spawn(self._sweep(track, S.PENDING, S.CANCELED))
+        requeues = job.get("requeues", 0)
+        if requeues > track.requeues:
+            track.requeues = requeues
+            self._spawn(self._sweep(track, S.FAILED, S.PENDING, requeues))
+
+    async def _read_window(self, track: JobTrack) -> None:
+        window = track.windows[0]
+        start, end = window_range(window)
+        try:
+            items = await self._items.read_window(track.job_id, start, end)
+        except Exception as error:
+            log.warning("window_read_failed", job_id=str(track.job_id), error=str(error))
+            await asyncio.sleep(1)
+            return
+        finally:
+            track.loading = False
+        if track.windows and track.windows[0] == window:
+            track.windows.popleft()
+        now = utcnow()
+        ready = []
+        for item in items:
+            if item["model"] not in self.models or item["status"] != S.PENDING:
+                continue
+            due = item.get("nextAttemptAt")
+            if due is not None and due > now:
+                delay = (due - now).total_seconds()
+                self.backlog.schedule_retry(item, time.monotonic() + delay)
+            else:
+                ready.append(item)
+        self.backlog.add_ready(track.job_id, ready)
+        self._wake.set()
+
+    async def _sweep(
+        self,
+        track: JobTrack,
+        source: Status,
+        target: Status,
+        generation: int = 0,
+    ) -> None:
+        """Move this worker's items of a job (cancel, requeue)."""
+        extra: dict[str, Any] = {}
+        if target == S.PENDING:
+            extra = {
+                "attempts": 0,
+                "nextAttemptAt": None,
+                "finishedAt": None,
+                "requeues": generation,
+            }
+        windows = owned_windows(
+            track.job_id, track.total_items, self.replica, self.replicas
+        )
+        moved_total = 0
+        with bound_context(job_id=str(track.job_id)):
+            for window in windows:
+                start, end = window_range(window)
+                items = await self._items.read_window(track.job_id, start, end)
+                candidates = [
+                    i
+                    for i in items
+                    if i["status"] == source
+                    and i["model"] in self.models
+                    # A requeue moves each item once per generation, so
+                    # sweeping again (after a restart) changes nothing.
+                    and (target != S.PENDING or i.get("requeues", 0) < generation)
+                ]
+                moved = await self._items.move(candidates, source, target, extra)
+                moved_total += len(moved)
+                if target == S.PENDING:
+                    for item in moved:
+                        item.update(extra, status=S.PENDING)
+                    self.backlog.add_ready(track.job_id, moved)
+                    self._wake.set()
+            log.info(
+                "job_swept",
+                source=source,
+                target=target,
+                items=moved_total,
+                worker=self.name,
+            )
+
+    # -- the scheduler -------------------------------------------------
+
+    async def _scheduler(self) -> None:
+        while True:
+            self._wake.clear()
+            self.backlog.release_due(time.monotonic())
+            wait_s = self._schedule()
+            next_retry = self.backlog.next_retry_due()
+            if next_retry is not None:
+                wait_s = min(wait_s, max(0.0, next_retry - time.monotonic()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(wait_s, 0.001))
+            except TimeoutError:
+                pass
+
+    def _schedule(self) -> float:
+        """One pass: start calls, claim, read ahead. Returns a wait hint."""
+        wait_s = 1.0
+        for name, model in self.models.items():
+            limiter = self.limiters[name]
+            waiting = self.waiting[name]
+            while waiting and not self._chat_waiters[name]:
+                item = waiting[0]
+                tokens = self._estimate(item)
+                delay = limiter.start_delay(tokens)
+                if delay > 0:
+                    if not math.isinf(delay):
+                        wait_s = min(wait_s, delay)
+                    break
+                limiter.try_start(tokens)
+                waiting.popleft()
+                self._spawn(self._run(model, item, tokens))
+            capacity = max(1, limiter.capacity)
+            if (
+                name not in self._claiming
+                and len(waiting) < capacity
+                and limiter.share.concurrency > 0
+            ):
+                amount = min(
+                    self.settings.max_items_per_batch,
+                    2 * capacity - len(waiting),
+                )
+                candidates = self.backlog.take(name, amount)
+                if candidates:
+                    self._claiming.add(name)
+                    self._spawn(self._claim(name, candidates))
+            self.metrics.gauges(
+                name,
+                len(waiting) + self.backlog.ready_count(name),
+                limiter.in_flight,
+            )
+        for track in self.backlog.jobs_to_read(self.settings.max_items_per_batch):
+            track.loading = True
+            self._spawn(self._read_window(track))
+        return wait_s
+
+    def _estimate(self, item: Item) -> int:
+        return estimate_tokens(
+            item.get("systemPrompt"), item["userContent"], item.get("maxTokens")
+        )
+
+    async def _claim(self, model: str, candidates: list[Item]) -> None:
+        self._claims += 1
+        owner = f"{self.holder}/{self._claims}"
+        try:
+            claimed = await self._items.claim(
+                candidates, owner, self._lease_seconds(model)
+            )
+        except Exception as error:
+            log.warning("claim_failed", model=model, error=str(error))
+            for item in reversed(candidates):
+                track = self.backlog.jobs.get(item["jobId"])
+                if track is not None:
+                    track.ready.setdefault(model, deque()).appendleft(item)
+            await asyncio.sleep(1)
+            return
+        finally:
+            self._claiming.discard(model)
+            self._wake.set()
+        try:
+            runnable = await self._prepare(model, claimed)
+        except Exception as error:
+            # Leased but not runnable now (e.g. the database went away
+            # while reading prompts): fail this attempt as a retry.
+            log.warning("prepare_failed", model=model, error=str(error))
+            for item in claimed:
+                self._writer.add(self._retry_outcome(item, error))
+            return
+        self.waiting[model].extend(runnable)
+        self._wake.set()
+
+    def _lease_seconds(self, model: str) -> float:
+        timeout = float(self.models[model].config.get("timeoutSeconds", 120))
+        return max(self.settings.lease_seconds, 2 * timeout + 30)
+
+    async def _prepare(self, model: str, items: list[Item]) -> list[Item]:
+        """Resolve prompts and serve cached results; return the rest."""
+        missing = {
+            (i["promptId"], i["promptVersion"])
+            for i in items
+            if i.get("promptId") is not None
+            and (i["promptId"], i["promptVersion"]) not in self._prompts
+        }
+        if missing:
+            self._prompts.update(await self._items.system_prompts(missing))
+        for item in items:
+            if item.get("promptId") is not None:
+                key = (item["promptId"], item["promptVersion"])
+                item["systemPrompt"] = self._prompts.get(key)
+        cacheable = {
+            self._cache_key(item): item
+            for item in items
+            if self._cacheable(item)
+        }
+        hits = await self._items.cached_results(list(cacheable)) if cacheable else {}
+        runnable = []
+        for item in items:
+            key = self._cache_key(item) if self._cacheable(item) else None
+            if key is not None and key in hits:
+                result = {**hits[key], "cached": True, "cost": 0.0}
+                self._writer.add(
+                    Outcome(item=item, status=S.PROCESSED, result=result)
+                )
+            else:
+                runnable.append(item)
+        return runnable
+
+    def _cacheable(self, item: Item) -> bool:
+        track = self.backlog.jobs.get(item["jobId"])
+        cache = track.cache if track else item.get("cache", False)
+        return bool(cache) and item.get("temperature") == 0
+
+    def _cache_key(self, item: Item) -> str:
+        return cache_key(
+            item["model"],
+            item.get("systemPrompt"),
+            item["userContent"],
+            item.get("temperature"),
+            item.get("maxTokens"),
+        )
+
+    # -- one call ------------------------------------------------------
+
+    async def _run(self, model: ServedModel, item: Item, tokens: int) -> None:
+        limiter = self.limiters[model.name]
+        used: int | None = None
+        with bound_context(
+            job_id=str(item["jobId"]), item_id=str(item["_id"]), model=model.name
+        ):
+            try:
+                completion = await self._call(model, self._request(item))
+                used = completion.usage.total_tokens
+                outcome = self._success(model, item, completion)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if isinstance(error, RateLimitError):
+                    limiter.rate_limited()
+                outcome = self._failure(model, item, error)
+            finally:
+                limiter.finish(tokens, used)
+                self._wake.set()
+            self._writer.add(outcome)
+
+    def _request(self, item: Item) -> CompletionRequest:
+        return CompletionRequest.from_prompts(
+            item.get("systemPrompt"),
+            item["userContent"],
+            temperature=item.get("temperature"),
+            max_tokens=item.get("maxTokens"),
+        )
+
+    async def _call(
+        self, model: ServedModel, request: CompletionRequest
+    ) -> Completion:
+        if model.key_error is not None:
+            raise model.key_error
+        return await self._provider.complete(model.config, request, model.api_key)
+
+    def _success(
+        self, model: ServedModel, item: Item, completion: Completion
+    ) -> Outcome:
+        usage = completion.usage
+        cost = model.pricing.cost(usage.input_tokens, usage.output_tokens)
+        self.metrics.call_finished(
+            model.name, completion.latency_ms, usage.input_tokens, usage.output_tokens
+        )
+        result = {
+            "text": completion.text,
+            "finishReason": completion.finish_reason,
+            "inputTokens": usage.input_tokens,
+            "outputTokens": usage.output_tokens,
+            "latencyMs": round(completion.latency_ms, 1),
+            "cost": cost,
+            "cached": False,
+            "model": completion.model,
+            "responseId": completion.response_id,
+        }
+        return Outcome(
+            item=item,
+            status=S.PROCESSED,
+            result=result,
+            cost=cost,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+
+    def _failure(
+        self, model: ServedModel, item: Item, error: Exception
+    ) -> Outcome:
+        decision = self._retry.decide(
+            error,
+            item.get("attempts", 1),
+            item.get("maxAttempts", 3),
+            self._rng,
+        )
+        record = error_record(error)
+        if decision.retry:
+            self.metrics.retried(model.name, str(record["type"]))
+            log.info(
+                "item_retry",
+                error_type=record["type"],
+                error=record["message"],
+                delay_s=round(decision.delay_s, 2),
+                attempts=item.get("attempts"),
+            )
+            return Outcome(
+                item=item,
+                status=S.PENDING,
+                error=record,
+                next_attempt_at=utcnow() + timedelta(seconds=decision.delay_s),
+            )
+        log.warning(
+            "item_failed",
+            error_type=record["type"],
+            error=record["message"],
+            attempts=item.get("attempts"),
+        )
+        return Outcome(item=item, status=S.FAILED, error=record)
+
+    def _retry_outcome(self, item: Item, error: Exception) -> Outcome:
+        return Outcome(
+            item=item,
+            status=S.PENDING,
+            error=error_record(error),
+            next_attempt_at=utcnow() + timedelta(seconds=1),
+        )
+
+    async def _written(self, report: WriteReport) -> None:
+        """After a batch is written: schedule retries, count outcomes."""
+        for outcome in report.written:
+            item = outcome.item
+            self.metrics.item_finished(item["model"], outcome.status)
+            if outcome.status == S.PENDING:
+                for key in ("leaseOwner", "leaseExpiresAt"):
+                    item.pop(key, None)
+                item["status"] = S.PENDING
+                due = outcome.next_attempt_at or utcnow()
+                delay = max(0.0, (due - utcnow()).total_seconds())
+                self.backlog.schedule_retry(item, time.monotonic() + delay)
+            if outcome.result and not outcome.result.get("cached"):
+                if self._cacheable(item):
+                    await self._store_cache(item, outcome.result)
+        for outcome in report.lost:
+            log.warning(
+                "result_discarded",
+                item_id=str(outcome.item["_id"]),
+                reason="lease lost to another worker",
+            )
+        self._wake.set()
+
+    async def _store_cache(self, item: Item, result: dict[str, Any]) -> None:
+        try:
+            await self._items.store_cached({self._cache_key(item): result})
+        except Exception as error:
+            log.warning("cache_store_failed", error=str(error))
+
+    # -- the poller ----------------------------------------------------
+
+    async def _poller(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self._refresh_models()
+                await self._poll_once()
+            except Exception as error:
+                log.warning("poll_failed", worker=self.name, error=str(error))
+
+    async def _poll_once(self) -> None:
+        await self._recover_leases()
+        jobs = await self._items.active_jobs()
+        active = {job["_id"] for job in jobs}
+        for job in jobs:
+            self._track(job)
+        for job_id in list(self.backlog.jobs):
+            if job_id not in active and not self._has_work(job_id):
+                self.backlog.drop_job(job_id)
+        self.backlog.forget_clients_without_jobs()
+        self._wake.set()
+
+    def _has_work(self, job_id: ObjectId) -> bool:
+        return any(
+            item["jobId"] == job_id
+            for queue in self.waiting.values()
+            for item in queue
+        )
+
+    async def _recover_leases(self) -> None:
+        now = utcnow()
+        stale = [
+            item
+            for item in await self._items.leased_items()
+            if item["model"] in self.models
+            and (item["leaseExpiresAt"] < now or self._predecessor(item))
+        ]
+        if not stale:
+            return
+        requeued, failed = await self._items.release_leases(
+            stale, reason="the worker processing it was lost"
+        )
+        log.warning(
+            "leases_recovered",
+            requeued=len(requeued),
+            failed=len(failed),
+            worker=self.name,
+        )
+        for item in requeued:
+            for key in ("leaseOwner", "leaseExpiresAt"):
+                item.pop(key, None)
+            item["status"] = S.PENDING
+            if item["jobId"] in self.backlog.jobs:
+                self.backlog.add_ready(item["jobId"], [item])
+        for item in failed:
+            self.metrics.item_finished(item["model"], S.FAILED)
+
+    def _predecessor(self, item: Item) -> bool:
+        """Whether a lease belongs to an earlier life of this worker."""
+        name, _, rest = str(item.get("leaseOwner", "")).partition("/")
+        incarnation = rest.partition("/")[0]
+        return name == self.name and incarnation != self.incarnation
+
+    async def _refresh_models(self) -> None:
+        from providers.keys import resolve_api_key
+
+        documents = await self._catalog.list(active_only=True)
+        served: dict[str, ServedModel] = {}
+        for doc in documents:
+            if doc["provider"] != self.provider_name:
+                continue
+            limits = doc.get("limits") or {}
+            key: str | None = None
+            key_error: Exception | None = None
+            try:
+                key = resolve_api_key(doc["name"], doc.get("config") or {})
+            except ProviderError as error:
+                key_error = error
+            served[doc["name"]] = ServedModel(
+                name=doc["name"],
+                config=doc.get("config") or {},
+                max_concurrency=limits.get("maxConcurrency")
+                or self.settings.num_llm_workers,
+                rpm=limits.get("rpm"),
+                tpm=limits.get("tpm"),
+                pricing=Pricing.model_validate(doc.get("pricing") or {}),
+                api_key=key,
+                key_error=key_error,
+            )
+        for name in served:
+            if name not in self.limiters:
+                self.limiters[name] = ModelLimiter(Share(0))
+        self.models = served
+
+    # -- limits --------------------------------------------------------
+
+    async def _syncer(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            try:
+                await self._sync_once()
+            except Exception as error:
+                # Keep the shares we have: they stay within the limits.
+                log.warning("limits_sync_failed", error=str(error))
+
+    async def _sync_once(self) -> None:
+        reports = {
+            name: {
+                "limits": model.limits,
+                "demand": self._demand(name),
+                "inFlight": self.limiters[name].in_flight,
+                "enforced": self.limiters[name].share.concurrency,
+            }
+            for name, model in self.models.items()
+        }
+        if not reports:
+            return
+        shares = await self._sync_limits(self.holder, reports)
+        for name, share in shares.items():
+            if name in self.limiters:
+                self.limiters[name].set_share(
+                    Share(share["concurrency"], share["rpm"], share["tpm"])
+                )
+        self._wake.set()
+
+    def _demand(self, model: str) -> int:
+        return (
+            self.limiters[model].in_flight
+            + len(self.waiting[model])
+            + self.backlog.ready_count(model)
+            + self.backlog.retry_count(model)
+            + self._chat_waiters[model]
+            + sum(
+                1
+                for t in self.backlog.jobs.values()
+                if not t.fully_read and not t.canceled
+            )
+            * WINDOW_ITEMS
+        )
+
+    # -- chat completions ----------------------------------------------
+
+    async def complete(self, model_name: str, request: CompletionRequest) -> Completion:
+        """One chat completion under the model's limits, with retries.
+
+        Raises:
+            ProviderError: The last error, once retries are spent.
+            KeyError: The model is not served here.
+        """
+        await self.start()
+        model = await self._served(model_name)
+        for attempt in range(1, CHAT_ATTEMPTS + 1):
+            tokens = self._chat_tokens(request)
+            await self._acquire(model_name, tokens)
+            used = None
+            try:
+                completion = await self._call(model, request)
+                used = completion.usage.total_tokens
+                return completion
+            except ProviderError as error:
+                await self._chat_backoff(model_name, error, attempt)
+            finally:
+                self.limiters[model_name].finish(tokens, used)
+                self._wake.set()
+        raise AssertionError("unreachable")
+
+    async def stream(
+        self, model_name: str, request: CompletionRequest
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream a chat completion under the model's limits.
+
+        Retries only while nothing has been sent yet.
+        """
+        await self.start()
+        model = await self._served(model_name)
+        for attempt in range(1, CHAT_ATTEMPTS + 1):
+            tokens = self._chat_tokens(request)
+            await self._acquire(model_name, tokens)
+            used = None
+            sent = False
+            try:
+                if model.key_error is not None:
+                    raise model.key_error
+                async for event in self._provider.stream(
+                    model.config, request, model.api_key
+                ):
+                    if isinstance(event, TextDelta):
+                        sent = True
+                    else:
+                        used = event.usage.total_tokens
+                    yield event
+                return
+            except ProviderError as error:
+                if sent:
+                    raise
+                await self._chat_backoff(model_name, error, attempt)
+            finally:
+                self.limiters[model_name].finish(tokens, used)
+                self._wake.set()
+
+    async def _served(self, model_name: str) -> ServedModel:
+        if model_name not in self.models:
+            await self._refresh_models()
+            await self._sync_once()
+        model = self.models.get(model_name)
+        if model is None:
+            raise KeyError(f"model {model_name!r} is not served by {self.name}")
+        return model
+
+    def _chat_tokens(self, request: CompletionRequest) -> int:
+        text = sum(len(m.content) for m in request.messages)
+        return text // 4 + 1 + (request.max_tokens or DEFAULT_OUTPUT_TOKENS)
+
+    async def _acquire(self, model: str, tokens: int) -> None:
+        limiter = self.limiters[model]
+        self._chat_waiters[model] += 1
+        try:
+            while True:
+                delay = limiter.start_delay(tokens)
+                if delay <= 0 and limiter.try_start(tokens):
+                    return
+                if limiter.share.concurrency == 0:
+                    await self._sync_once()
+                await limiter.wait_for_change(min(delay, 1.0))
+        finally:
+            self._chat_waiters[model] -= 1
+
+    async def _chat_backoff(
+        self, model: str, error: ProviderError, attempt: int
+    ) -> None:
+        if isinstance(error, RateLimitError):
+            self.limiters[model].rate_limited()
+        decision = self._retry.decide(error, attempt, CHAT_ATTEMPTS, self._rng)
+        if not decision.retry or decision.delay_s > CHAT_MAX_RETRY_WAIT_S:
+            raise error
+        await asyncio.sleep(decision.delay_s)
+
+    # -- helpers -------------------------------------------------------
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "worker_task_failed",
+                worker=self.name,
+                error=repr(task.exception()),
+            )
+
+
+class _RoundTrips(CommandListener):
+    """Counts this worker's database round trips (for the benchmark)."""
+
+    def __init__(self, worker: ProviderWorker) -> None:
+        self._worker = worker
+
+    def started(self, event: CommandStartedEvent) -> None:
+        self._worker.round_trips += 1
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        """Nothing to do."""
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        """Nothing to do."""

@@ -1,0 +1,201 @@
+"""Bodies of the job endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from pipeline.jobs.validation import ItemSpec
+from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
+from serve_app.schemas.prompts import MAX_PROMPT_CHARS
+
+Scalar = str | int | float | bool
+
+
+class JobItemIn(RequestModel):
+    """One item: a stored prompt with variables, or inline text."""
+
+    custom_id: str | None = Field(None, max_length=256)
+    model: str = Field(min_length=1, max_length=100)
+    prompt_id: str | None = None
+    prompt_version: int | None = Field(None, ge=1)
+    variables: dict[str, Scalar] | None = None
+    system_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    user_content: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> JobItemIn:
+        if self.prompt_id is None:
+            if self.user_content is None:
+                raise ValueError(
+                    "give promptId (with variables) or userContent"
+                )
+            if self.variables is not None or self.prompt_version is not None:
+                raise ValueError("variables and promptVersion need promptId")
+        elif self.system_prompt is not None:
+            raise ValueError(
+                "systemPrompt comes from the prompt: give one or the other"
+            )
+        return self
+
+    def spec(self) -> ItemSpec:
+        """The validated shape, for the pipeline."""
+        return ItemSpec(
+            model=self.model,
+            custom_id=self.custom_id,
+            prompt_id=self.prompt_id,
+            prompt_version=self.prompt_version,
+            variables=self.variables,
+            system_prompt=self.system_prompt,
+            user_content=self.user_content,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
+
+
+class JobCreate(RequestModel):
+    """``POST /jobs``."""
+
+    items: list[JobItemIn] = Field(min_length=1)
+    priority: int = Field(0, ge=-1000, le=1000)
+    max_attempts: int = Field(3, ge=1, le=20)
+    cache: bool = False
+    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+
+
+class Usage(ApiModel):
+    """Tokens spent (cached results excluded)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class JobOut(ApiModel):
+    """A job and its aggregates."""
+
+    id: str
+    status: str
+    total_items: int
+    counts: dict[str, int]
+    progress: float = Field(description="share of items in a final status")
+    usage: Usage
+    cost: float
+    priority: int
+    max_attempts: int
+    cache: bool
+    idempotency_key: str | None
+    models: list[str]
+    requeues: int
+    created_at: datetime | None
+    updated_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    canceled_at: datetime | None
+    consumed_at: datetime | None
+
+    @classmethod
+    def from_doc(cls, job: dict[str, Any]) -> JobOut:
+        """Build from a stored job."""
+        counts = job.get("counts") or {}
+        total = job["totalItems"]
+        unfinished = counts.get("PENDING", 0) + counts.get("PROCESSING", 0)
+        return cls(
+            id=str(job["_id"]),
+            status=job["status"],
+            total_items=total,
+            counts=counts,
+            progress=round((total - unfinished) / total, 4) if total else 1.0,
+            usage=Usage.model_validate(job.get("usage") or {}),
+            cost=round(job.get("cost", 0.0), 8),
+            priority=job.get("priority", 0),
+            max_attempts=job.get("maxAttempts", 3),
+            cache=job.get("cache", False),
+            idempotency_key=job.get("idempotencyKey"),
+            models=job.get("models") or [],
+            requeues=job.get("requeues", 0),
+            started_at=job.get("startedAt"),
+            finished_at=job.get("finishedAt"),
+            canceled_at=job.get("canceledAt"),
+            consumed_at=job.get("consumedAt"),
+            **metadata_times(job),
+        )
+
+
+class JobList(ApiModel):
+    """``GET /jobs``: newest first; pass ``nextCursor`` as ``cursor``."""
+
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class ItemResult(ApiModel):
+    """A successful item's answer."""
+
+    text: str
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    cost: float = 0.0
+    cached: bool = False
+
+
+class ItemError(ApiModel):
+    """Why an item failed (or why its last attempt did)."""
+
+    type: str
+    message: str
+    retryable: bool
+    status_code: int | None = None
+
+
+class ItemOut(ApiModel):
+    """One item of a job's results."""
+
+    id: str
+    custom_id: str | None
+    seq: int
+    model: str
+    status: str
+    attempts: int
+    result: ItemResult | None
+    error: ItemError | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_doc(cls, item: dict[str, Any]) -> ItemOut:
+        """Build from a stored item."""
+        result = item.get("result")
+        error = item.get("error")
+        return cls(
+            id=str(item["_id"]),
+            custom_id=item.get("customId"),
+            seq=item["seq"],
+            model=item["model"],
+            status=item["status"],
+            attempts=item.get("attempts", 0),
+            result=ItemResult.model_validate(result) if result else None,
+            error=ItemError.model_validate(error) if error else None,
+            started_at=item.get("startedAt"),
+            finished_at=item.get("finishedAt"),
+        )
+
+
+class ResultsPage(ApiModel):
+    """``GET /jobs/{id}/results``: pass ``nextCursor`` as ``cursor``."""
+
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+class RequeueOut(ApiModel):
+    """``POST /admin/jobs/{id}/requeue``: accepted, done by the workers."""
+
+    id: str
+    failed_items: int
+    requeues: int
