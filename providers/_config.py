@@ -139,26 +139,42 @@ class ConfigReader:
             raise self.error(field, "is required")
         return value
 
-    def url(self, field: str, *, required: bool = False) -> str | None:
-        """Read an absolute http(s) URL.
+    def url(self, field: str) -> str | None:
+        """Read an optional absolute http(s) URL.
 
         Args:
             field: The field name.
-            required: Whether a missing field is an error.
 
         Returns:
             The URL without a trailing slash, or None when absent.
 
         Raises:
-            ConfigError: Missing while required, or not an http(s) URL.
+            ConfigError: Not an http(s) URL.
         """
-        value = self.required_text(field) if required else self.text(field)
+        value = self.text(field)
         if value is None:
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise self.error(field, f"not an http(s) URL: {value!r}")
         return value.rstrip("/")
+
+    def required_url(self, field: str) -> str:
+        """Read an absolute http(s) URL that must be present.
+
+        Args:
+            field: The field name.
+
+        Returns:
+            The URL without a trailing slash.
+
+        Raises:
+            ConfigError: Missing, or not an http(s) URL.
+        """
+        value = self.url(field)
+        if value is None:
+            raise self.error(field, "is required")
+        return value
 
     def positive_number(self, field: str, default: float) -> float:
         """Read a number greater than zero.
