@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._call import CallContext
-from ._retry_after import retry_after_from_headers
+from ._retry_after import retry_after
 from .errors import (
     AuthenticationError,
     ContentFilterError,
@@ -37,7 +37,7 @@ def error_for_status(
     headers: Any = None,
     content_filter: bool = False,
     auth: bool = False,
-    retry_after: float | None = None,
+    body: Any = None,
 ) -> ProviderError:
     """Classify an HTTP error response.
 
@@ -49,15 +49,12 @@ def error_for_status(
         content_filter: The vendor said its safety filter refused.
         auth: The vendor said the credentials are bad whatever the status
             (Gemini reports a bad key as 400).
-        retry_after: A wait the vendor gave in the body, if any; headers
-            are read when it is None.
+        body: The decoded error body, for waits given there (Google).
 
     Returns:
         The typed error, not yet raised.
     """
-    wait = retry_after
-    if wait is None:
-        wait = retry_after_from_headers(headers)
+    wait = retry_after(headers, body)
     if auth or status in (401, 403):
         # Vendor auth messages can echo part of the key: keep them out.
         return AuthenticationError(

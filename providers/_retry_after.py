@@ -4,7 +4,8 @@ Vendors say it three ways: the standard ``Retry-After`` header (seconds or
 an HTTP date), the non-standard ``retry-after-ms`` header (milliseconds,
 more precise, so it wins when both are present), and Google's
 ``google.rpc.RetryInfo`` detail with a ``retryDelay`` such as ``"2.5s"``
-inside the JSON error body.
+inside the JSON error body. :func:`retry_after` weighs them in that order
+of precision: ``retry-after-ms``, then ``RetryInfo``, then ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,31 @@ def _header(headers: Any, name: str) -> str | None:
             if str(key).lower() == lowered:
                 return str(candidate)
     return None if value is None else str(value)
+
+
+def retry_after(
+    headers: Any, body: Any = None, *, now: float | None = None
+) -> float | None:
+    """Read the wait a provider asked for, from headers and error body.
+
+    Args:
+        headers: The response headers (any mapping with ``get``), or None.
+        body: The decoded JSON error body, for Google's ``RetryInfo``.
+        now: The current epoch time, for HTTP dates; the clock by default.
+
+    Returns:
+        Seconds to wait (never negative), or None when nothing says.
+    """
+    millis = _header(headers, "retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    google = retry_after_from_google_details(body)
+    if google is not None:
+        return google
+    return retry_after_from_headers(headers, now=now)
 
 
 def retry_after_from_headers(
