@@ -15,7 +15,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from ._call import CallContext, Deadline, error_boundary
+from ._call import CallContext, Deadline, close_iterator, error_boundary
 from ._clients import ClientCache
 from ._config import CommonSettings
 from .base import Completion, CompletionRequest, LLMProvider, StreamEvent
@@ -213,14 +213,8 @@ class SDKAdapter(LLMProvider, Generic[S, C]):
                             break
                     yield event
             finally:
-                await _aclose(events)
+                await close_iterator(events)
 
     async def aclose(self) -> None:
         """Close the SDK clients of the running event loop."""
         await self._clients.aclose()
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()

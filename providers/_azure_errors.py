@@ -42,14 +42,15 @@ def map_azure_error(exc: Exception, ctx: CallContext) -> ProviderError | None:
         code = str(error.code or "").lower() if error else ""
         inner = getattr(error, "innererror", None) if error else None
         inner_code = (
-            str(inner.get("code", "")).lower() if isinstance(inner, dict) else ""
+            str(inner.get("code", "")).lower()
+            if isinstance(inner, dict)
+            else ""
         )
-        response = exc.response
         return error_for_status(
             exc.status_code,
             error.message if error and error.message else exc.message,
             ctx,
-            headers=response.headers if response is not None else None,
+            headers=getattr(exc.response, "headers", None),
             content_filter=bool({code, inner_code} & _CONTENT_FILTER_CODES),
         )
     if isinstance(exc, az.ServiceRequestError | az.ServiceResponseError):

@@ -149,10 +149,21 @@ class Deadline:
         return asyncio.timeout_at(self._when)
 
 
+async def close_iterator(iterator: object) -> None:
+    """Close an async iterator if it can be closed (async generators can).
+
+    Args:
+        iterator: The iterator; SDKs type theirs as plain ``AsyncIterator``.
+    """
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
 def normalize_finish_reason(
     raw: object, aliases: Mapping[str, str] | None = None
 ) -> str | None:
-    """Map a vendor's finish reason onto ``stop``/``length``/``content_filter``.
+    """Map a vendor's finish reason onto stop, length or content_filter.
 
     Args:
         raw: The vendor's value (a string or a string enum), or None.

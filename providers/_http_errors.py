@@ -71,9 +71,7 @@ def error_for_status(
     return PermanentError(text, status_code=status, retry_after=wait)
 
 
-def map_httpx2_error(
-    exc: Exception, ctx: CallContext
-) -> ProviderError | None:
+def map_httpx2_error(exc: Exception, ctx: CallContext) -> ProviderError | None:
     """Map a raw ``httpx2`` transport failure.
 
     The SDKs wrap these while sending, but not always while a streamed
@@ -93,7 +91,6 @@ def map_httpx2_error(
         return ProviderTimeout(f"{ctx.provider}: timed out: {exc}")
     if isinstance(exc, httpx2.TransportError):
         return TransientError(
-            f"{ctx.provider}: connection failed: "
-            f"{type(exc).__name__}: {exc}"
+            f"{ctx.provider}: connection failed: {type(exc).__name__}: {exc}"
         )
     return None

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Mapping,
+)
 from typing import Any
 
 from ._call import CallContext, normalize_finish_reason
@@ -50,8 +55,9 @@ def usage_from(raw: Any) -> Usage:
     if raw is None:
         return Usage()
     if isinstance(raw, Mapping):
-        prompt, completion = raw.get("prompt_tokens"), raw.get(
-            "completion_tokens"
+        prompt, completion = (
+            raw.get("prompt_tokens"),
+            raw.get("completion_tokens"),
         )
     else:
         prompt = getattr(raw, "prompt_tokens", None)
@@ -59,7 +65,9 @@ def usage_from(raw: Any) -> Usage:
     return Usage(int(prompt or 0), int(completion or 0))
 
 
-def stream_error(payload: Mapping[str, Any], ctx: CallContext) -> ProviderError:
+def stream_error(
+    payload: Mapping[str, Any], ctx: CallContext
+) -> ProviderError:
     """Map an ``{"error": ...}`` object found inside a 200 stream.
 
     Args:
@@ -88,7 +96,7 @@ def stream_error(payload: Mapping[str, Any], ctx: CallContext) -> ProviderError:
 
 async def stream_chunks(
     body: AsyncIterable[bytes], ctx: CallContext
-) -> AsyncIterator[Mapping[str, Any]]:
+) -> AsyncGenerator[Mapping[str, Any], None]:
     """Decode a chat-completions stream into its JSON chunks.
 
     Args:

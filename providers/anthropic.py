@@ -175,7 +175,9 @@ class AnthropicProvider(SDKAdapter[AnthropicSettings, "AsyncAnthropic"]):
         ctx: CallContext,
     ) -> Completion:
         """Make one Messages call."""
-        message = await client.messages.create(**self._params(settings, request))
+        message = await client.messages.create(
+            **self._params(settings, request)
+        )
         text = "".join(
             block.text for block in message.content if block.type == "text"
         )

@@ -148,7 +148,9 @@ class AzureInferenceProvider(
         """Make one chat-completions call."""
         result = await client.complete(**self._options(settings, request))
         if not result.choices:
-            raise TransientError(f"{ctx.provider}: the response had no choices")
+            raise TransientError(
+                f"{ctx.provider}: the response had no choices"
+            )
         choice = result.choices[0]
         return Completion(
             text=choice.message.content or "",

@@ -82,7 +82,13 @@ class AzureOpenAIProvider(OpenAIChatAdapter[AzureOpenAISettings]):
         reader = ConfigReader(
             config,
             self.name,
-            ("endpoint", "deployment", "apiVersion", "modelId", "maxTokensParam"),
+            (
+                "endpoint",
+                "deployment",
+                "apiVersion",
+                "modelId",
+                "maxTokensParam",
+            ),
         )
         endpoint = reader.required_url("endpoint")
         api_version = reader.required_text("apiVersion")

@@ -17,12 +17,11 @@ the last one counts, and the stream must end with a chunk that carries a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._adapter import SDKAdapter
-from ._call import CallContext, normalize_finish_reason
+from ._call import CallContext, close_iterator, normalize_finish_reason
 from ._config import CommonSettings, ConfigReader
 from ._gemini_errors import map_gemini_error
 from .base import (
@@ -36,7 +35,10 @@ from .errors import ContentFilterError, ProviderError, StreamError
 
 if TYPE_CHECKING:
     from google.genai import Client
-    from google.genai.types import GenerateContentResponse
+    from google.genai.types import (
+        GenerateContentConfig,
+        GenerateContentResponse,
+    )
 
 _FILTERED = "content_filter"
 FINISH_ALIASES = {
@@ -87,7 +89,9 @@ def _usage(metadata: Any) -> Usage:
     return Usage(metadata.prompt_token_count or 0, output)
 
 
-def _check_blocked(response: GenerateContentResponse, ctx: CallContext) -> None:
+def _check_blocked(
+    response: GenerateContentResponse, ctx: CallContext
+) -> None:
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
         reason = getattr(feedback.block_reason, "value", feedback.block_reason)
@@ -161,7 +165,9 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
         """Translate a ``google-genai`` exception."""
         return map_gemini_error(exc, ctx)
 
-    def _config(self, request: CompletionRequest) -> dict[str, Any]:
+    def _config(self, request: CompletionRequest) -> GenerateContentConfig:
+        from google.genai.types import GenerateContentConfig
+
         config: dict[str, Any] = {}
         if request.system_prompt:
             config["system_instruction"] = request.system_prompt
@@ -169,7 +175,7 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
             config["temperature"] = request.temperature
         if request.max_tokens is not None:
             config["max_output_tokens"] = request.max_tokens
-        return config
+        return GenerateContentConfig(**config)
 
     async def call(
         self,
@@ -212,8 +218,8 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
             contents=_contents(request),
             config=self._config(request),
         )
-        async with aclosing(stream) as chunks:
-            async for chunk in chunks:
+        try:
+            async for chunk in stream:
                 # The SDK sends the request on the first iteration: only a
                 # chunk proves the stream started (an HTTP 503 before it is
                 # no broken stream).
@@ -226,6 +232,8 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
                     parts.append(text)
                     yield TextDelta(text)
                 finish = chunk_finish or finish
+        finally:
+            await close_iterator(stream)
         if last is None or finish is None:
             raise StreamError(
                 f"{ctx.provider}: the stream ended without a finishReason"

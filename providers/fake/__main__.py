@@ -1,9 +1,9 @@
-"""The fake provider's command line: ``python -m providers.fake``.
+r"""The fake provider's command line: ``python -m providers.fake``.
 
 ``metasync fake-provider`` calls :func:`main`. Options set the default
 behaviour of every model on top of an optional config file::
 
-    python -m providers.fake --port 8799 --latency-ms 100-300 \\
+    python -m providers.fake --port 8799 --latency-ms 100-300 \
         --stream-tps 50 --fault rate_limit:0.05 --config fake.yaml
 """
 

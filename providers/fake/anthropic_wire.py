@@ -86,7 +86,9 @@ class AnthropicWire:
 
     def completion(self, call: ChatCall, answer: Answer) -> dict[str, Any]:
         """Render a whole ``message``."""
-        content = [{"type": "text", "text": answer.text}] if answer.words else []
+        content = (
+            [{"type": "text", "text": answer.text}] if answer.words else []
+        )
         return {
             **self._message(call, answer),
             "content": content,
@@ -99,7 +101,10 @@ class AnthropicWire:
 
     def stream_head(self, call: ChatCall, answer: Answer) -> list[bytes]:
         """``message_start``, the text block's start and a ``ping``."""
-        start = {"type": "message_start", "message": self._message(call, answer)}
+        start = {
+            "type": "message_start",
+            "message": self._message(call, answer),
+        }
         block = {
             "type": "content_block_start",
             "index": 0,
@@ -111,7 +116,9 @@ class AnthropicWire:
             sse({"type": "ping"}, "ping"),
         ]
 
-    def stream_piece(self, call: ChatCall, answer: Answer, piece: str) -> bytes:
+    def stream_piece(
+        self, call: ChatCall, answer: Answer, piece: str
+    ) -> bytes:
         """One ``text_delta``."""
         delta = {
             "type": "content_block_delta",
@@ -124,7 +131,10 @@ class AnthropicWire:
         """The block's stop, then ``message_delta`` with the output usage."""
         delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": _STOP[answer.finish], "stop_sequence": None},
+            "delta": {
+                "stop_reason": _STOP[answer.finish],
+                "stop_sequence": None,
+            },
             "usage": {"output_tokens": answer.output_tokens},
         }
         stop = {"type": "content_block_stop", "index": 0}

@@ -63,7 +63,7 @@ class FakeProviderApp:
         """Make the aiohttp application with every route."""
         app = web.Application(client_max_size=32 * 2**20)
         chat = self._chat
-        routes = [
+        routes: list[tuple[str, Wire]] = [
             ("/v1/chat/completions", OpenAIWire("openai")),
             ("/openai/v1/chat/completions", OpenAIWire("openai")),
             (
@@ -125,7 +125,9 @@ class FakeProviderApp:
 
     # -- vendor calls -----------------------------------------------------
 
-    async def _chat(self, request: web.Request, wire: Wire) -> web.StreamResponse:
+    async def _chat(
+        self, request: web.Request, wire: Wire
+    ) -> web.StreamResponse:
         try:
             call = wire.parse(request, await request.json())
         except ValueError:
@@ -281,7 +283,10 @@ async def _stream(
     kind = fault.kind if fault is not None else None
     response = web.StreamResponse(
         status=200,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+        },
     )
     await response.prepare(request)
     if first_byte_ms:
@@ -290,7 +295,9 @@ async def _stream(
     stop_at = len(pieces)
     if fault is not None and kind in ("cut_stream", "stream_error"):
         after = fault.after_tokens
-        stop_at = min(len(pieces), len(pieces) // 2 if after is None else after)
+        stop_at = min(
+            len(pieces), len(pieces) // 2 if after is None else after
+        )
     tps = behaviour.stream_tokens_per_second
     # Frames are batched between pauses: one write per token only when
     # pacing asks for it, so unpaced streams cost few syscalls.

@@ -33,7 +33,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 FAULT_KINDS = frozenset(
     {
@@ -154,9 +154,8 @@ class Fault:
         _check_fields(raw, _FAULT_FIELDS, where)
         kind = raw.get("kind")
         if kind not in FAULT_KINDS:
-            raise BehaviourError(
-                f"{where}.kind: must be one of {', '.join(sorted(FAULT_KINDS))}"
-            )
+            kinds = ", ".join(sorted(FAULT_KINDS))
+            raise BehaviourError(f"{where}.kind: must be one of {kinds}")
         rate = _number(raw, "rate", where)
         if rate is not None and rate > 1:
             raise BehaviourError(f"{where}.rate: must be between 0 and 1")
@@ -314,15 +313,15 @@ class Behaviour:
         return None
 
     def answer(self, system: str, last_user: str) -> str:
-        """Choose the answer text for a prompt.
+        r"""Choose the answer text for a prompt.
 
         Args:
             system: The system text of the request.
             last_user: The last user message.
 
         Returns:
-            The first matching rule's reply (with ``\\1``-style group
-            references expanded), else ``reply``, else the echo.
+            The first matching rule's reply (with group references such
+            as ``\g<1>`` expanded), else ``reply``, else the echo.
         """
         haystack = f"{system}\n{last_user}" if system else last_user
         for rule in self.rules:
@@ -332,16 +331,25 @@ class Behaviour:
         return last_user if self.reply is None else self.reply
 
 
+def _is_duration(value: object) -> TypeGuard[float]:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value >= 0
+    )
+
+
 def _latency(value: Any, where: str) -> float | tuple[float, float]:
     if value is None:
         return 0.0
     if isinstance(value, Mapping):
         low, high = value.get("min"), value.get("max")
-        if not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-            for v in (low, high)
-        ) or float(low) > float(high):
-            raise BehaviourError(f"{where}: needs 0 <= min <= max")
+        if set(value) != {"min", "max"} or not (
+            _is_duration(low) and _is_duration(high)
+        ):
+            raise BehaviourError(f"{where}: needs {{min, max}}, both >= 0")
+        if low > high:
+            raise BehaviourError(f"{where}: min must not exceed max")
         return (float(low), float(high))
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BehaviourError(f"{where}: a number or {{min, max}}")

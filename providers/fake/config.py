@@ -73,7 +73,9 @@ class FakeConfig:
         models = {} if replace else dict(self._models)
         for name, raw in (document.get("models") or {}).items():
             if not isinstance(raw, Mapping):
-                raise BehaviourError(f"config.models.{name}: must be a mapping")
+                raise BehaviourError(
+                    f"config.models.{name}: must be a mapping"
+                )
             models[str(name)] = dict(raw)
         # Parse everything before changing anything: a bad update is atomic.
         parsed: dict[str | None, Behaviour] = {

@@ -47,7 +47,7 @@ class GeminiWire:
     auth_status = 400
 
     def parse(self, request: web.Request, body: Any) -> ChatCall:
-        """Read a ``generateContent`` request (model and action in the path)."""
+        """Read a ``generateContent`` request (model, action in the path)."""
         if not isinstance(body, Mapping):
             raise WireError("the body must be a JSON object")
         model, _, action = request.match_info["model_action"].partition(":")
@@ -61,8 +61,10 @@ class GeminiWire:
         config = config if isinstance(config, Mapping) else {}
         cap = config.get("maxOutputTokens", config.get("max_output_tokens"))
         turns = tuple(
-            ("user" if c.get("role", "user") == "user" else "assistant",
-             _parts_text(c))
+            (
+                "user" if c.get("role", "user") == "user" else "assistant",
+                _parts_text(c),
+            )
             for c in contents
             if isinstance(c, Mapping)
         )
@@ -124,7 +126,9 @@ class GeminiWire:
         """Nothing: Gemini streams start with the first text."""
         return []
 
-    def stream_piece(self, call: ChatCall, answer: Answer, piece: str) -> bytes:
+    def stream_piece(
+        self, call: ChatCall, answer: Answer, piece: str
+    ) -> bytes:
         """A chunk with one piece and the usage so far."""
         chunk = {
             **self._envelope(call, answer),

@@ -54,6 +54,7 @@ class OpenAIWire:
             raise WireError("the body must be a JSON object")
         if self.dialect != "openai" and "api-version" not in request.query:
             raise WireError("the api-version query parameter is required")
+        model: Any
         if self.dialect == "azure_openai":
             model = request.match_info["deployment"]
         elif self.dialect == "azure_inference":
@@ -136,7 +137,9 @@ class OpenAIWire:
         delta = {"role": "assistant", "content": ""}
         return [sse(self._chunk(call, answer, delta))]
 
-    def stream_piece(self, call: ChatCall, answer: Answer, piece: str) -> bytes:
+    def stream_piece(
+        self, call: ChatCall, answer: Answer, piece: str
+    ) -> bytes:
         """One content delta."""
         return sse(self._chunk(call, answer, {"content": piece}))
 

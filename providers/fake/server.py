@@ -123,7 +123,10 @@ class FakeProviderServer:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._serve, args=(ready,), name="fake-provider", daemon=True
+            target=self._serve,
+            args=(ready,),
+            name="fake-provider",
+            daemon=True,
         )
         self._thread.start()
         if not ready.wait(_START_TIMEOUT_SECONDS):

@@ -160,7 +160,9 @@ class Wire(Protocol):
         """Frames before the first token."""
         ...
 
-    def stream_piece(self, call: ChatCall, answer: Answer, piece: str) -> bytes:
+    def stream_piece(
+        self, call: ChatCall, answer: Answer, piece: str
+    ) -> bytes:
         """The frame of one token."""
         ...
 
@@ -183,6 +185,8 @@ class Wire(Protocol):
         ...
 
     def blocked_prompt(self) -> tuple[int, dict[str, Any]] | None:
-        """The vendor's error for a refused prompt, or None when the vendor
-        answers normally instead (with finish ``blocked``)."""
+        """The vendor's error for a refused prompt.
+
+        None when the vendor answers normally instead (finish ``blocked``).
+        """
         ...
