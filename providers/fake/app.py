@@ -11,7 +11,8 @@ Vendor routes (each in its vendor's wire format, streaming or not)::
     POST /{version}/models/{model}:streamGenerateContent   Gemini (SSE)
 
 Control routes: ``GET /_fake/stats``, ``POST /_fake/reset``,
-``GET``/``POST /_fake/config``, ``GET /_fake/health``.
+``GET``/``POST /_fake/config``, ``GET /_fake/health``. A request its vendor
+would reject as malformed gets the vendor's 400 and is not counted.
 
 A request is counted in flight from its arrival (before its latency) until
 its last byte or its client's disconnect, so ``maxInFlight`` is exactly the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -219,10 +221,15 @@ class FakeProviderApp:
         return self.book.model(model).stats
 
 
-def _bound(handler: Any, wire: Wire) -> Any:
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bound(
+    handler: Callable[[web.Request, Wire], Awaitable[web.StreamResponse]],
+    wire: Wire,
+) -> _Handler:
     async def route(request: web.Request) -> web.StreamResponse:
-        response: web.StreamResponse = await handler(request, wire)
-        return response
+        return await handler(request, wire)
 
     return route
 
