@@ -190,5 +190,5 @@ class LLMProvider(ABC):
         """
         raise NotImplementedError(f"{self.name} does not stream")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op
         """Close cached SDK clients."""
