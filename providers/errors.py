@@ -93,7 +93,7 @@ class TransientError(ProviderError):
     kind = "transient"
 
 
-class ProviderTimeout(TransientError):  # noqa: N818 - public name
+class ProviderTimeout(TransientError):
     """The call did not finish within its timeout."""
 
     kind = "timeout"

@@ -34,7 +34,12 @@ class IngressOptions(BaseModel):
     max_ongoing_requests: int = Field(256, ge=1)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
+# Serve's own access log is off: the app writes a structured line per
+# request (with its request id) instead.
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
+)
 @serve.ingress()
 class MetasyncIngress:
     """One HTTP replica; its app is built in the replica's own process."""

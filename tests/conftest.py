@@ -18,6 +18,7 @@ import httpx2
 import pytest
 
 from tests.support.api import ClientCredentials, register_client
+from tests.support.fake_provider import FakeProviderProcess
 from tests.support.net import free_port, wait_until
 
 ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
@@ -66,7 +67,10 @@ def service_env(
         "ADMIN_API_KEY": ADMIN_KEY,
         "API_KEY_PEPPER": PEPPER,
         "DOCS_SECRET": DOCS_SECRET,
-        "POLL_INTERVAL": "2",
+        "POLL_INTERVAL": "3",
+        # Two workers per provider: every test also checks that limits
+        # hold across replicas.
+        "WORKER_REPLICAS": "2",
     }
     previous = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
@@ -90,7 +94,11 @@ def ray_cluster(
 
     from pipeline.ray_runtime import init_local_ray
 
-    init_local_ray(state_dir, num_cpus=2, namespace="metasync-test")
+    # Worker and replica logs stay in the Ray session directory (see
+    # test_log_redaction), not on the test output.
+    init_local_ray(
+        state_dir, num_cpus=2, namespace="metasync-test", log_to_driver=False
+    )
     yield
     ray.shutdown()
 
@@ -115,6 +123,13 @@ def base_url(ray_cluster: None) -> Iterator[str]:
     wait_until(ready, timeout_s=60, what="the app to be ready")
     yield url
     serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fake(state_dir: Path) -> Iterator[FakeProviderProcess]:
+    process = FakeProviderProcess(state_dir)
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,23 +1,28 @@
 """Job aggregates: counts by status, tokens, cost, derived status.
 
-A job's counters change in one atomic update per batch of item changes
-(an aggregation-pipeline update), which also derives the job's status
-from its counts in the same step:
+Only what cannot be derived is stored: the counts of items in a final
+status (PROCESSED, FAILED, CANCELED), tokens and cost. The rest follows:
 
-* CANCELED, CONSUMED and ERROR_CONSUMING were set by the client and
-  stay;
-* items still PENDING or PROCESSING: PROCESSING once any item started,
-  else PENDING;
-* all items done: PROCESSED when at least one succeeded (``failed`` may
+* PROCESSING = the job's items under a lease (a small indexed query);
+* PENDING = total - PROCESSING - the final counts.
+
+So claiming an item, retrying it or taking back an expired lease never
+touches the job document; only reaching or leaving a final status does.
+Each such change is one atomic pipeline update of the job that also
+re-derives its status:
+
+* CANCELED, CONSUMED and ERROR_CONSUMING were set by the client and stay;
+* unfinished items left: PROCESSING once the job started, else PENDING;
+* all items final: PROCESSED when at least one succeeded (``failed`` may
   be above zero), FAILED when all failed.
 
-``active`` says whether the job still has work for the workers (pending
-or running items); workers poll active jobs only.
+``active`` says whether the job still has unfinished items; workers poll
+active jobs only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,37 +30,30 @@ from pipeline.states import STICKY_JOB_STATUSES, Status
 
 S = Status
 
-#: The statuses a job counts its items by.
-COUNTED = (
-    S.PENDING,
-    S.PROCESSING,
-    S.PROCESSED,
-    S.FAILED,
-    S.CANCELED,
-)
+#: The statuses whose counts a job stores.
+FINAL_COUNTED = (S.PROCESSED, S.FAILED, S.CANCELED)
 
 
-def initial_counts(total: int) -> dict[str, int]:
-    """Counts of a new job: everything pending."""
-    counts = dict.fromkeys((s.value for s in COUNTED), 0)
-    counts[S.PENDING] = total
-    return counts
+def initial_counts() -> dict[str, int]:
+    """Stored counts of a new job."""
+    return dict.fromkeys((s.value for s in FINAL_COUNTED), 0)
 
 
 @dataclass
 class JobDelta:
-    """Changes to one job's aggregates, summed over a batch of items."""
+    """Changes to one job's stored aggregates."""
 
     counts: dict[str, int] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
-    started: bool = False
 
     def move(self, source: Status, target: Status, n: int = 1) -> None:
         """Record ``n`` items moving from ``source`` to ``target``."""
-        self.counts[source] = self.counts.get(source, 0) - n
-        self.counts[target] = self.counts.get(target, 0) + n
+        if source in FINAL_COUNTED:
+            self.counts[source] = self.counts.get(source, 0) - n
+        if target in FINAL_COUNTED:
+            self.counts[target] = self.counts.get(target, 0) + n
 
     def add_usage(
         self, input_tokens: int, output_tokens: int, cost: float
@@ -64,6 +62,15 @@ class JobDelta:
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.cost += cost
+
+    def reversed(self) -> JobDelta:
+        """The delta that undoes this one."""
+        return JobDelta(
+            counts={k: -v for k, v in self.counts.items()},
+            input_tokens=-self.input_tokens,
+            output_tokens=-self.output_tokens,
+            cost=-self.cost,
+        )
 
     def is_empty(self) -> bool:
         """Whether applying it would change nothing."""
@@ -79,45 +86,45 @@ def _field(name: str) -> Any:
     return {"$ifNull": [f"${name}", 0]}
 
 
-def _counted(status: Status) -> Any:
-    return _field(f"counts.{status}")
+def _unfinished() -> Any:
+    return {
+        "$subtract": [
+            "$totalItems",
+            {"$add": [_field(f"counts.{s}") for s in FINAL_COUNTED]},
+        ]
+    }
 
 
 def derived_status() -> Any:
-    """The aggregation expression deriving a job's status from counts."""
-    unfinished = {"$add": [_counted(S.PENDING), _counted(S.PROCESSING)]}
-    started = {
-        "$add": [
-            _counted(S.PROCESSING),
-            _counted(S.PROCESSED),
-            _counted(S.FAILED),
-        ]
-    }
+    """The aggregation expression deriving a job's status."""
     return {
         "$switch": {
             "branches": [
                 {
                     "case": {
-                        "$in": ["$status", [s.value for s in STICKY_JOB_STATUSES]]
+                        "$in": [
+                            "$status",
+                            [s.value for s in STICKY_JOB_STATUSES],
+                        ]
                     },
                     "then": "$status",
                 },
                 {
-                    "case": {"$gt": [unfinished, 0]},
+                    "case": {"$gt": [_unfinished(), 0]},
                     "then": {
                         "$cond": [
-                            {"$gt": [started, 0]},
-                            S.PROCESSING.value,
+                            {"$eq": [{"$ifNull": ["$startedAt", None]}, None]},
                             S.PENDING.value,
+                            S.PROCESSING.value,
                         ]
                     },
                 },
                 {
-                    "case": {"$gt": [_counted(S.PROCESSED), 0]},
+                    "case": {"$gt": [_field(f"counts.{S.PROCESSED}"), 0]},
                     "then": S.PROCESSED.value,
                 },
                 {
-                    "case": {"$gt": [_counted(S.FAILED), 0]},
+                    "case": {"$gt": [_field(f"counts.{S.FAILED}"), 0]},
                     "then": S.FAILED.value,
                 },
             ],
@@ -127,8 +134,8 @@ def derived_status() -> Any:
 
 
 def refresh_stages() -> list[dict[str, Any]]:
-    """Stages that re-derive ``status``, ``active`` and ``finishedAt``."""
-    unfinished = {"$add": [_counted(S.PENDING), _counted(S.PROCESSING)]}
+    """Stages re-deriving ``status``, ``active`` and ``finishedAt``."""
+    unfinished = _unfinished()
     return [
         {"$set": {"status": derived_status()}},
         {
@@ -147,11 +154,19 @@ def refresh_stages() -> list[dict[str, Any]]:
     ]
 
 
-def update_pipeline(delta: JobDelta) -> list[dict[str, Any]]:
-    """The update applying ``delta`` to a job and re-deriving its status.
+def update_pipeline(
+    delta: JobDelta,
+    *,
+    journal_add: Mapping[str, Any] | None = None,
+    journal_drop: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The update applying ``delta`` and re-deriving the status.
 
     Args:
-        delta: The changes.
+        delta: Changes to the stored aggregates.
+        journal_add: A journal entry to record with them (see
+            :mod:`pipeline.worker.item_store`).
+        journal_drop: Batch ids of journal entries to remove.
 
     Returns:
         An aggregation-pipeline update for ``update_one``.
@@ -170,10 +185,45 @@ def update_pipeline(delta: JobDelta) -> list[dict[str, Any]]:
         }
     if delta.cost:
         sets["cost"] = {"$add": [_field("cost"), delta.cost]}
-    if delta.started:
-        sets["startedAt"] = {"$ifNull": ["$startedAt", "$$NOW"]}
+    if journal_add is not None or journal_drop:
+        kept = {
+            "$filter": {
+                "input": {"$ifNull": ["$journal", []]},
+                "cond": {"$not": [{"$in": ["$$this.b", list(journal_drop)]}]},
+            }
+        }
+        added = [{"$literal": journal_add}] if journal_add is not None else []
+        sets["journal"] = {"$concatArrays": [kept, added]}
     stages: list[dict[str, Any]] = [{"$set": sets}] if sets else []
     return stages + refresh_stages()
+
+
+def started_pipeline() -> list[dict[str, Any]]:
+    """The update marking a job started (first claim of its items)."""
+    return [
+        {"$set": {"startedAt": {"$ifNull": ["$startedAt", "$$NOW"]}}},
+        *refresh_stages(),
+    ]
+
+
+def full_counts(job: Mapping[str, Any], processing: int) -> dict[str, int]:
+    """Counts of every status, the derived ones included.
+
+    Args:
+        job: The stored job.
+        processing: Its items under a lease right now.
+
+    Returns:
+        PENDING, PROCESSING, PROCESSED, FAILED, CANCELED.
+    """
+    stored = job.get("counts") or {}
+    final = {s.value: int(stored.get(s, 0)) for s in FINAL_COUNTED}
+    pending = job["totalItems"] - processing - sum(final.values())
+    return {
+        S.PENDING.value: max(0, pending),
+        S.PROCESSING.value: processing,
+        **final,
+    }
 
 
 def derive_status(job: Mapping[str, Any]) -> Status:
@@ -182,12 +232,11 @@ def derive_status(job: Mapping[str, Any]) -> Status:
     if status in STICKY_JOB_STATUSES:
         return status
     counts = job.get("counts") or {}
-    unfinished = counts.get(S.PENDING, 0) + counts.get(S.PROCESSING, 0)
-    if unfinished:
-        started = sum(
-            counts.get(s, 0) for s in (S.PROCESSING, S.PROCESSED, S.FAILED)
-        )
-        return S.PROCESSING if started else S.PENDING
+    unfinished = job["totalItems"] - sum(
+        counts.get(s, 0) for s in FINAL_COUNTED
+    )
+    if unfinished > 0:
+        return S.PENDING if job.get("startedAt") is None else S.PROCESSING
     if counts.get(S.PROCESSED, 0):
         return S.PROCESSED
     if counts.get(S.FAILED, 0):

@@ -62,7 +62,21 @@ class JobService:
             raise NotFound("job", job_id)
         return job
 
-    async def list(
+    async def processing_counts(
+        self, job_ids: list[ObjectId]
+    ) -> dict[ObjectId, int]:
+        """Items under a lease right now, per job (PROCESSING)."""
+        counts: dict[ObjectId, int] = dict.fromkeys(job_ids, 0)
+        if not job_ids:
+            return counts
+        async for item in self._items.find(
+            {"status": S.PROCESSING, "jobId": {"$in": job_ids}},
+            {"jobId": 1},
+        ):
+            counts[item["jobId"]] += 1
+        return counts
+
+    async def list_jobs(
         self,
         client_id: ObjectId,
         *,
@@ -155,7 +169,10 @@ class JobService:
         actor = _actor_name(Actor.CLIENT, client_id)
         if job["status"] in (S.PENDING, S.PROCESSING):
             await self._jobs.update(
-                {"_id": job["_id"], "status": {"$in": [S.PENDING, S.PROCESSING]}},
+                {
+                    "_id": job["_id"],
+                    "status": {"$in": [S.PENDING, S.PROCESSING]},
+                },
                 {"status": S.CANCELED.value, "canceledAt": utcnow()},
                 actor=actor,
             )
@@ -172,7 +189,9 @@ class JobService:
             Conflict: It has no failed items.
         """
         job = await self.get(None, job_id)
-        allowed = [s.value for s in sources(JOB_TRANSITIONS, Actor.ADMIN, S.PENDING)]
+        allowed = [
+            s.value for s in sources(JOB_TRANSITIONS, Actor.ADMIN, S.PENDING)
+        ]
         if job["status"] not in allowed:
             raise InvalidTransition("job", job["status"], S.PENDING)
         if not job["counts"].get(S.FAILED):
@@ -182,7 +201,9 @@ class JobService:
             [
                 {
                     "$set": {
-                        "requeues": {"$add": [{"$ifNull": ["$requeues", 0]}, 1]},
+                        "requeues": {
+                            "$add": [{"$ifNull": ["$requeues", 0]}, 1]
+                        },
                         "active": True,
                         "_metadata.updatedBy": "admin",
                     }
@@ -194,7 +215,10 @@ class JobService:
             current = await self.get(None, job_id)
             raise InvalidTransition("job", current["status"], S.PENDING)
         business.log_operation(
-            "jobs", "requeue", job_id=job_id, failed=job["counts"].get(S.FAILED)
+            "jobs",
+            "requeue",
+            job_id=job_id,
+            failed=job["counts"].get(S.FAILED),
         )
         return updated
 

@@ -27,7 +27,12 @@ from pipeline.logging import BusinessLogger, get_logger
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, safe_operation
-from pipeline.store.documents import Document, new_metadata, not_deleted, utcnow
+from pipeline.store.documents import (
+    Document,
+    new_metadata,
+    not_deleted,
+    utcnow,
+)
 
 log = get_logger(__name__)
 business = BusinessLogger()
@@ -100,8 +105,12 @@ class JobSubmitter:
             existing = await self._by_key(client_id, options.idempotency_key)
             if existing is not None:
                 return self._same_request(existing, fingerprint), False
-        batch = await validate_items(client_id, items, self._catalog, self._prompts)
-        await self._check_quotas(client_id, client.get("quotas") or {}, len(items))
+        batch = await validate_items(
+            client_id, items, self._catalog, self._prompts
+        )
+        await self._check_quotas(
+            client_id, client.get("quotas") or {}, len(items)
+        )
 
         job_id = ObjectId()
         job = new_job(
@@ -115,7 +124,9 @@ class JobSubmitter:
         )
         metadata = new_metadata(f"client:{client_id}")
         documents = [
-            new_item(job_id, client_id, seq, fields, options.max_attempts, metadata)
+            new_item(
+                job_id, client_id, seq, fields, options.max_attempts, metadata
+            )
             for seq, fields in enumerate(batch.fields)
         ]
         await safe_operation(
@@ -133,7 +144,9 @@ class JobSubmitter:
         except DuplicateKeyError:
             # A concurrent submit with the same idempotency key won.
             await self._discard(job_id)
-            winner = await self._by_key(client_id, options.idempotency_key or "")
+            winner = await self._by_key(
+                client_id, options.idempotency_key or ""
+            )
             if winner is None:
                 raise
             return self._same_request(winner, fingerprint), False
@@ -168,11 +181,11 @@ class JobSubmitter:
             return
         jobs = await self._jobs.find(
             {"clientId": client_id},
-            {"counts": 1, "cost": 1, "active": 1},
+            {"counts": 1, "cost": 1, "active": 1, "totalItems": 1},
         ).to_list()
         if max_pending is not None:
             pending = sum(
-                (j["counts"].get("PENDING", 0) + j["counts"].get("PROCESSING", 0))
+                j["totalItems"] - sum(j["counts"].values())
                 for j in jobs
                 if j.get("active")
             )
@@ -196,7 +209,9 @@ class JobSubmitter:
             await self._ingestions.delete_one({"_id": job_id})
         except PyMongoError as error:
             log.warning(
-                "ingestion_cleanup_deferred", job_id=str(job_id), error=str(error)
+                "ingestion_cleanup_deferred",
+                job_id=str(job_id),
+                error=str(error),
             )
 
     async def clean_abandoned(self) -> int:
@@ -207,7 +222,9 @@ class JobSubmitter:
         """
         cutoff = utcnow() - ABANDONED_AFTER
         cleaned = 0
-        async for record in self._ingestions.find({"startedAt": {"$lt": cutoff}}):
+        async for record in self._ingestions.find(
+            {"startedAt": {"$lt": cutoff}}
+        ):
             if await self._jobs.find_one({"_id": record["_id"]}, {"_id": 1}):
                 await self._ingestions.delete_one({"_id": record["_id"]})
                 continue

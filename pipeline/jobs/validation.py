@@ -72,11 +72,16 @@ class _Problems:
             return
         parts = []
         if self.bad_models:
-            parts.append("unknown models: " + ", ".join(sorted(self.bad_models)))
+            parts.append(
+                "unknown models: " + ", ".join(sorted(self.bad_models))
+            )
         if self.bad_prompts:
-            parts.append("unknown prompts: " + ", ".join(sorted(self.bad_prompts)))
-        summary = "; ".join(parts) or self.errors[0]["field"] + ": " + (
-            self.errors[0]["message"]
+            parts.append(
+                "unknown prompts: " + ", ".join(sorted(self.bad_prompts))
+            )
+        summary = (
+            "; ".join(parts)
+            or self.errors[0]["field"] + ": " + (self.errors[0]["message"])
         )
         error = ValidationFailed(
             f"{self.count} invalid item(s); nothing was stored. {summary}",
@@ -107,18 +112,28 @@ async def validate_items(
     for index, item in enumerate(items):
         if item.prompt_id is not None:
             if ObjectId.is_valid(item.prompt_id):
-                prompt_keys.add((ObjectId(item.prompt_id), item.prompt_version))
+                prompt_keys.add(
+                    (ObjectId(item.prompt_id), item.prompt_version)
+                )
             else:
                 problems.bad_prompts.add(item.prompt_id)
-                problems.add(index, "promptId", f"unknown prompt {item.prompt_id!r}")
-    found = await prompts.versions_of(client_id, prompt_keys) if prompt_keys else {}
+                problems.add(
+                    index, "promptId", f"unknown prompt {item.prompt_id!r}"
+                )
+    found = (
+        await prompts.versions_of(client_id, prompt_keys)
+        if prompt_keys
+        else {}
+    )
 
     seen_ids: dict[str, int] = {}
     stored: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         if item.model not in models:
             problems.bad_models.add(item.model)
-            problems.add(index, "model", f"unknown or inactive model {item.model!r}")
+            problems.add(
+                index, "model", f"unknown or inactive model {item.model!r}"
+            )
         if item.custom_id is not None:
             first = seen_ids.setdefault(item.custom_id, index)
             if first != index:
@@ -145,12 +160,16 @@ async def validate_items(
                     else ""
                 )
                 problems.add(
-                    index, "promptId", f"unknown prompt {item.prompt_id!r}{version}"
+                    index,
+                    "promptId",
+                    f"unknown prompt {item.prompt_id!r}{version}",
                 )
             else:
                 fields["promptId"] = prompt["_id"]
                 fields["promptVersion"] = prompt["version"]
-                fields["userContent"] = _user_content(index, item, prompt, problems)
+                fields["userContent"] = _user_content(
+                    index, item, prompt, problems
+                )
         stored.append(fields)
     problems.raise_if_any()
     used = {item.model for item in items}

@@ -52,11 +52,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     "items": [
         # Windows of a job's items: loading, results pages, recovery.
         IndexModel([("jobId", ASCENDING), ("seq", ASCENDING)], unique=True),
-        # Expired leases; only leased items carry the field.
-        IndexModel(
-            [("status", ASCENDING), ("leaseExpiresAt", ASCENDING)],
-            partialFilterExpression={"leaseExpiresAt": {"$exists": True}},
-        ),
+        # Leased items: {status: PROCESSING[, jobId]} matches only what
+        # is in flight. (SecantusDB never uses partial indexes: measured
+        # 110-190 ms collection scans on 10k items, 3 ms with this one.)
+        IndexModel([("status", ASCENDING), ("jobId", ASCENDING)]),
     ],
     "runs": [
         IndexModel([("clientId", ASCENDING), _LIVE, ("_id", DESCENDING)]),

@@ -43,6 +43,7 @@ class JobTrack:
         ready: Per model, items read and not yet claimed.
         canceled: The client canceled the job.
         requeues: The job's requeue generation already swept.
+        started: Whether the job is known to have started.
     """
 
     job_id: ObjectId
@@ -56,6 +57,7 @@ class JobTrack:
     loading: bool = False
     canceled: bool = False
     requeues: int = 0
+    started: bool = False
 
     @property
     def order(self) -> tuple[int, ObjectId]:
@@ -88,9 +90,7 @@ def owned_windows(
     """
     count = (total_items + WINDOW_ITEMS - 1) // WINDOW_ITEMS
     offset = int(str(job_id)[-6:], 16) % replicas
-    return deque(
-        w for w in range(count) if (w + offset) % replicas == replica
-    )
+    return deque(w for w in range(count) if (w + offset) % replicas == replica)
 
 
 def window_range(window: int) -> tuple[int, int]:
@@ -117,7 +117,9 @@ class Backlog:
         """Stop tracking a job (finished, canceled or deleted)."""
         track = self.jobs.pop(job_id, None)
         if track is not None:
-            self._retries = [r for r in self._retries if r[2]["jobId"] != job_id]
+            self._retries = [
+                r for r in self._retries if r[2]["jobId"] != job_id
+            ]
             heapq.heapify(self._retries)
         return track
 
@@ -161,7 +163,9 @@ class Backlog:
         tracks = [
             t
             for t in self.jobs.values()
-            if t.client_id == client and t.ready_count(model) and not t.canceled
+            if t.client_id == client
+            and t.ready_count(model)
+            and not t.canceled
         ]
         return iter(sorted(tracks, key=lambda t: t.order))
 

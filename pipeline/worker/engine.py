@@ -20,6 +20,8 @@ and :meth:`stream`, under the same limiters, ahead of batch work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -83,7 +85,9 @@ CHAT_MAX_RETRY_WAIT_S = 30.0
 SYNC_INTERVAL_S = 0.5
 
 
-def estimate_tokens(system: str | None, user: str, max_tokens: int | None) -> int:
+def estimate_tokens(
+    system: str | None, user: str, max_tokens: int | None
+) -> int:
     """A cheap upper-side estimate of a call's tokens (for tpm)."""
     chars = len(system or "") + len(user)
     return chars // 4 + 1 + (max_tokens or DEFAULT_OUTPUT_TOKENS)
@@ -145,6 +149,7 @@ class ProviderWorker:
         self._started = False
         self._start_lock = asyncio.Lock()
         self.round_trips = 0
+        self._loop_lag_ms = 0.0
         self._items: ItemStore
         self._writer: ResultWriter
         self._provider: LLMProvider
@@ -157,13 +162,8 @@ class ProviderWorker:
         async with self._start_lock:
             if self._started:
                 return
-            from providers.registry import get_provider
-
             from pipeline.store import create_mongo_client
-            from pipeline.store.transactions import (
-                Atomic,
-                server_supports_transactions,
-            )
+            from providers.registry import get_provider
 
             if self._store is None:
                 if not self.settings.db_connection_string:
@@ -177,10 +177,7 @@ class ProviderWorker:
                     self.settings.db_name,
                 )
             store = self._store
-            atomic = Atomic(
-                store.client, await server_supports_transactions(store.client)
-            )
-            self._items = ItemStore(store, atomic)
+            self._items = ItemStore(store, self.holder)
             self._catalog = ModelCatalog(store)
             self._provider = get_provider(self.provider_name)
             self._writer = ResultWriter(self._items, self._written)
@@ -192,14 +189,15 @@ class ProviderWorker:
                 asyncio.create_task(self._poller(), name="poller"),
                 asyncio.create_task(self._syncer(), name="syncer"),
                 asyncio.create_task(self._writer.run(), name="writer"),
+                asyncio.create_task(self._watch_loop_lag(), name="lag"),
             ]
             self._started = True
+            _tune_gc()
             log.info(
                 "worker_started",
                 worker=self.name,
                 incarnation=self.incarnation,
                 models=sorted(self.models),
-                transactions=atomic.enabled,
             )
 
     async def stop(self) -> None:
@@ -220,6 +218,11 @@ class ProviderWorker:
     async def notify_job(self, job: dict[str, Any]) -> None:
         """A job was submitted or changed: look at it now."""
         await self.start()
+        if set(job.get("models", [])) - set(self.models):
+            # A model added since the last poll: learn it before reading
+            # the job's items, or they would be skipped as not ours.
+            await self._refresh_models()
+            await self._sync_once()
         self._track(job)
         self._wake.set()
 
@@ -242,6 +245,7 @@ class ProviderWorker:
             },
             "waiting": {m: len(q) for m, q in self.waiting.items()},
             "unwritten": self._writer.pending if self._started else 0,
+            "loopLagMs": round(self._loop_lag_ms, 1),
             "metrics": self.metrics.snapshot(),
         }
 
@@ -251,10 +255,13 @@ class ProviderWorker:
         job_id = job["_id"]
         deleted = (job.get("_metadata") or {}).get("isDeleted", False)
         canceled = job.get("status") == S.CANCELED or deleted
-        if self.provider_name not in job.get("providers", [self.provider_name]):
+        if self.provider_name not in job.get(
+            "providers", [self.provider_name]
+        ):
             return
         track = self.backlog.jobs.get(job_id)
         if track is None:
+            started = job.get("startedAt") is not None
             track = JobTrack(
                 job_id=job_id,
                 client_id=job["clientId"],
@@ -265,6 +272,7 @@ class ProviderWorker:
                 windows=owned_windows(
                     job_id, job["totalItems"], self.replica, self.replicas
                 ),
+                started=started,
             )
             self.backlog.add_job(track)
         if canceled and not track.canceled:
@@ -278,10 +286,16 @@ class ProviderWorker:
     async def _read_window(self, track: JobTrack) -> None:
         window = track.windows[0]
         start, end = window_range(window)
+        began = time.monotonic()
         try:
             items = await self._items.read_window(track.job_id, start, end)
+            self.metrics.timed("read_window", time.monotonic() - began)
         except Exception as error:
-            log.warning("window_read_failed", job_id=str(track.job_id), error=str(error))
+            log.warning(
+                "window_read_failed",
+                job_id=str(track.job_id),
+                error=str(error),
+            )
             await asyncio.sleep(1)
             return
         finally:
@@ -333,9 +347,14 @@ class ProviderWorker:
                     and i["model"] in self.models
                     # A requeue moves each item once per generation, so
                     # sweeping again (after a restart) changes nothing.
-                    and (target != S.PENDING or i.get("requeues", 0) < generation)
+                    and (
+                        target != S.PENDING
+                        or i.get("requeues", 0) < generation
+                    )
                 ]
-                moved = await self._items.move(candidates, source, target, extra)
+                moved = await self._items.move(
+                    candidates, source, target, extra
+                )
                 moved_total += len(moved)
                 if target == S.PENDING:
                     for item in moved:
@@ -360,64 +379,86 @@ class ProviderWorker:
             next_retry = self.backlog.next_retry_due()
             if next_retry is not None:
                 wait_s = min(wait_s, max(0.0, next_retry - time.monotonic()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(wait_s, 0.001))
-            except TimeoutError:
-                pass
 
     def _schedule(self) -> float:
         """One pass: start calls, claim, read ahead. Returns a wait hint."""
         wait_s = 1.0
-        for name, model in self.models.items():
-            limiter = self.limiters[name]
-            waiting = self.waiting[name]
-            while waiting and not self._chat_waiters[name]:
-                item = waiting[0]
-                tokens = self._estimate(item)
-                delay = limiter.start_delay(tokens)
-                if delay > 0:
-                    if not math.isinf(delay):
-                        wait_s = min(wait_s, delay)
-                    break
-                limiter.try_start(tokens)
-                waiting.popleft()
-                self._spawn(self._run(model, item, tokens))
-            capacity = max(1, limiter.capacity)
-            if (
-                name not in self._claiming
-                and len(waiting) < capacity
-                and limiter.share.concurrency > 0
-            ):
-                amount = min(
-                    self.settings.max_items_per_batch,
-                    2 * capacity - len(waiting),
-                )
-                candidates = self.backlog.take(name, amount)
-                if candidates:
-                    self._claiming.add(name)
-                    self._spawn(self._claim(name, candidates))
+        for name in self.models:
+            wait_s = min(wait_s, self._start_calls(name))
             self.metrics.gauges(
                 name,
-                len(waiting) + self.backlog.ready_count(name),
-                limiter.in_flight,
+                len(self.waiting[name]) + self.backlog.ready_count(name),
+                self.limiters[name].in_flight,
             )
-        for track in self.backlog.jobs_to_read(self.settings.max_items_per_batch):
+        for track in self.backlog.jobs_to_read(
+            self.settings.max_items_per_batch
+        ):
             track.loading = True
             self._spawn(self._read_window(track))
         return wait_s
 
+    def _start_calls(self, name: str) -> float:
+        """Start what the limiter allows; claim more when running low.
+
+        Called by the scheduler and, so a freed slot is refilled at once,
+        by every call that finishes and every claim that lands.
+
+        Returns:
+            Seconds until a rate limit lets the next call start (1 s when
+            only a finishing call can free a slot).
+        """
+        model = self.models.get(name)
+        if model is None:
+            return 1.0
+        limiter = self.limiters[name]
+        waiting = self.waiting[name]
+        wait_s = 1.0
+        while waiting and not self._chat_waiters[name]:
+            item = waiting[0]
+            tokens = self._estimate(item)
+            delay = limiter.start_delay(tokens)
+            if delay > 0:
+                if not math.isinf(delay):
+                    wait_s = delay
+                break
+            limiter.try_start(tokens)
+            waiting.popleft()
+            self._spawn(self._run(model, item, tokens))
+        # Keep up to two rounds of work claimed, so slots never wait for
+        # a claim to come back from the database.
+        capacity = max(1, limiter.capacity)
+        if (
+            name not in self._claiming
+            and len(waiting) < capacity
+            and limiter.share.concurrency > 0
+        ):
+            amount = min(
+                self.settings.max_items_per_batch, 2 * capacity - len(waiting)
+            )
+            candidates = self.backlog.take(name, amount)
+            if candidates:
+                self._claiming.add(name)
+                self._spawn(self._claim(name, candidates))
+        return wait_s
+
     def _estimate(self, item: Item) -> int:
         return estimate_tokens(
-            item.get("systemPrompt"), item["userContent"], item.get("maxTokens")
+            item.get("systemPrompt"),
+            item["userContent"],
+            item.get("maxTokens"),
         )
 
     async def _claim(self, model: str, candidates: list[Item]) -> None:
         self._claims += 1
         owner = f"{self.holder}/{self._claims}"
+        began = time.monotonic()
         try:
             claimed = await self._items.claim(
                 candidates, owner, self._lease_seconds(model)
             )
+            self.metrics.timed("claim", time.monotonic() - began)
         except Exception as error:
             log.warning("claim_failed", model=model, error=str(error))
             for item in reversed(candidates):
@@ -430,6 +471,7 @@ class ProviderWorker:
             self._claiming.discard(model)
             self._wake.set()
         try:
+            await self._mark_started(claimed)
             runnable = await self._prepare(model, claimed)
         except Exception as error:
             # Leased but not runnable now (e.g. the database went away
@@ -439,7 +481,20 @@ class ProviderWorker:
                 self._writer.add(self._retry_outcome(item, error))
             return
         self.waiting[model].extend(runnable)
-        self._wake.set()
+        self._start_calls(model)
+
+    async def _mark_started(self, items: list[Item]) -> None:
+        """Record the first claim of each job (its status: PROCESSING)."""
+        fresh = {
+            item["jobId"]
+            for item in items
+            if (t := self.backlog.jobs.get(item["jobId"])) is not None
+            and not t.started
+        }
+        if fresh:
+            await self._items.mark_started(fresh)
+            for job_id in fresh:
+                self.backlog.jobs[job_id].started = True
 
     def _lease_seconds(self, model: str) -> float:
         timeout = float(self.models[model].config.get("timeoutSeconds", 120))
@@ -457,14 +512,18 @@ class ProviderWorker:
             self._prompts.update(await self._items.system_prompts(missing))
         for item in items:
             if item.get("promptId") is not None:
-                key = (item["promptId"], item["promptVersion"])
-                item["systemPrompt"] = self._prompts.get(key)
+                version = (item["promptId"], item["promptVersion"])
+                item["systemPrompt"] = self._prompts.get(version)
         cacheable = {
             self._cache_key(item): item
             for item in items
             if self._cacheable(item)
         }
-        hits = await self._items.cached_results(list(cacheable)) if cacheable else {}
+        hits = (
+            await self._items.cached_results(list(cacheable))
+            if cacheable
+            else {}
+        )
         runnable = []
         for item in items:
             key = self._cache_key(item) if self._cacheable(item) else None
@@ -497,7 +556,9 @@ class ProviderWorker:
         limiter = self.limiters[model.name]
         used: int | None = None
         with bound_context(
-            job_id=str(item["jobId"]), item_id=str(item["_id"]), model=model.name
+            job_id=str(item["jobId"]),
+            item_id=str(item["_id"]),
+            model=model.name,
         ):
             try:
                 completion = await self._call(model, self._request(item))
@@ -511,7 +572,7 @@ class ProviderWorker:
                 outcome = self._failure(model, item, error)
             finally:
                 limiter.finish(tokens, used)
-                self._wake.set()
+                self._start_calls(model.name)
             self._writer.add(outcome)
 
     def _request(self, item: Item) -> CompletionRequest:
@@ -527,7 +588,9 @@ class ProviderWorker:
     ) -> Completion:
         if model.key_error is not None:
             raise model.key_error
-        return await self._provider.complete(model.config, request, model.api_key)
+        return await self._provider.complete(
+            model.config, request, model.api_key
+        )
 
     def _success(
         self, model: ServedModel, item: Item, completion: Completion
@@ -535,7 +598,10 @@ class ProviderWorker:
         usage = completion.usage
         cost = model.pricing.cost(usage.input_tokens, usage.output_tokens)
         self.metrics.call_finished(
-            model.name, completion.latency_ms, usage.input_tokens, usage.output_tokens
+            model.name,
+            completion.latency_ms,
+            usage.input_tokens,
+            usage.output_tokens,
         )
         result = {
             "text": completion.text,
@@ -600,6 +666,8 @@ class ProviderWorker:
 
     async def _written(self, report: WriteReport) -> None:
         """After a batch is written: schedule retries, count outcomes."""
+        self.metrics.timed("write", report.seconds)
+        cache: dict[str, dict[str, Any]] = {}
         for outcome in report.written:
             item = outcome.item
             self.metrics.item_finished(item["model"], outcome.status)
@@ -610,9 +678,14 @@ class ProviderWorker:
                 due = outcome.next_attempt_at or utcnow()
                 delay = max(0.0, (due - utcnow()).total_seconds())
                 self.backlog.schedule_retry(item, time.monotonic() + delay)
-            if outcome.result and not outcome.result.get("cached"):
-                if self._cacheable(item):
-                    await self._store_cache(item, outcome.result)
+            if (
+                outcome.result
+                and not outcome.result.get("cached")
+                and self._cacheable(item)
+            ):
+                cache[self._cache_key(item)] = outcome.result
+        if cache:
+            await self._store_cache(cache)
         for outcome in report.lost:
             log.warning(
                 "result_discarded",
@@ -621,9 +694,9 @@ class ProviderWorker:
             )
         self._wake.set()
 
-    async def _store_cache(self, item: Item, result: dict[str, Any]) -> None:
+    async def _store_cache(self, entries: dict[str, dict[str, Any]]) -> None:
         try:
-            await self._items.store_cached({self._cache_key(item): result})
+            await self._items.store_cached(entries)
         except Exception as error:
             log.warning("cache_store_failed", error=str(error))
 
@@ -643,7 +716,9 @@ class ProviderWorker:
         jobs = await self._items.active_jobs()
         active = {job["_id"] for job in jobs}
         for job in jobs:
+            await self._recover_journal(job)
             self._track(job)
+        await self._items.tidy_journal()
         for job_id in list(self.backlog.jobs):
             if job_id not in active and not self._has_work(job_id):
                 self.backlog.drop_job(job_id)
@@ -687,9 +762,23 @@ class ProviderWorker:
 
     def _predecessor(self, item: Item) -> bool:
         """Whether a lease belongs to an earlier life of this worker."""
-        name, _, rest = str(item.get("leaseOwner", "")).partition("/")
+        return self._earlier_life(str(item.get("leaseOwner", "")))
+
+    def _earlier_life(self, token: str) -> bool:
+        """Whether a lane or lease token is of an earlier incarnation."""
+        name, _, rest = token.partition("/")
         incarnation = rest.partition("/")[0]
         return name == self.name and incarnation != self.incarnation
+
+    async def _recover_journal(self, job: dict[str, Any]) -> None:
+        """Settle journal entries an earlier life of this worker left."""
+        lanes = {
+            entry["lane"]
+            for entry in job.get("journal") or []
+            if self._earlier_life(str(entry.get("lane", "")))
+        }
+        if lanes:
+            await self._items.recover_journal(job, lanes)
 
     async def _refresh_models(self) -> None:
         from providers.keys import resolve_api_key
@@ -727,6 +816,7 @@ class ProviderWorker:
     async def _syncer(self) -> None:
         while True:
             await asyncio.sleep(SYNC_INTERVAL_S)
+            self.metrics.export()
             try:
                 await self._sync_once()
             except Exception as error:
@@ -770,7 +860,9 @@ class ProviderWorker:
 
     # -- chat completions ----------------------------------------------
 
-    async def complete(self, model_name: str, request: CompletionRequest) -> Completion:
+    async def complete(
+        self, model_name: str, request: CompletionRequest
+    ) -> Completion:
         """One chat completion under the model's limits, with retries.
 
         Raises:
@@ -834,7 +926,9 @@ class ProviderWorker:
             await self._sync_once()
         model = self.models.get(model_name)
         if model is None:
-            raise KeyError(f"model {model_name!r} is not served by {self.name}")
+            raise KeyError(
+                f"model {model_name!r} is not served by {self.name}"
+            )
         return model
 
     def _chat_tokens(self, request: CompletionRequest) -> int:
@@ -867,6 +961,20 @@ class ProviderWorker:
 
     # -- helpers -------------------------------------------------------
 
+    async def _watch_loop_lag(self) -> None:
+        """Measure how late the event loop runs a timer (a load signal).
+
+        A busy loop delays every provider call and database reply; the
+        moving average is in :meth:`stats` and the dashboard.
+        """
+        interval = 0.1
+        while True:
+            began = time.monotonic()
+            await asyncio.sleep(interval)
+            lag_ms = (time.monotonic() - began - interval) * 1000
+            self._loop_lag_ms = 0.9 * self._loop_lag_ms + 0.1 * lag_ms
+            self.metrics.loop_lag(self._loop_lag_ms)
+
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
@@ -880,6 +988,20 @@ class ProviderWorker:
                 worker=self.name,
                 error=repr(task.exception()),
             )
+
+
+def _tune_gc() -> None:
+    """Make garbage collection pauses rarer and shorter in a worker.
+
+    Every provider call allocates many short-lived objects; with the
+    default thresholds the collector runs hundreds of times a second and
+    its full passes walk every module object loaded at start-up. Frozen
+    start-up objects are skipped, and young collections run less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(20_000, middle, old)
 
 
 class _RoundTrips(CommandListener):

@@ -31,7 +31,9 @@ class WorkerHandles:
     def _handle(self, provider: str, replica: int) -> Any:
         key = (provider, replica)
         if key not in self._handles:
-            self._handles[key] = worker_handle(self._settings, provider, replica)
+            self._handles[key] = worker_handle(
+                self._settings, provider, replica
+            )
         return self._handles[key]
 
     def forget(self, provider: str, replica: int) -> None:
@@ -42,7 +44,9 @@ class WorkerHandles:
         """Replica indexes of every provider's worker."""
         return range(self._settings.worker_replicas)
 
-    def notify_job(self, providers: Iterable[str], job: dict[str, Any]) -> None:
+    def notify_job(
+        self, providers: Iterable[str], job: dict[str, Any]
+    ) -> None:
         """Tell the workers of ``providers`` about a job (fire and forget).
 
         A lost notification only delays the work until the next poll.
@@ -74,7 +78,9 @@ class WorkerHandles:
 
     async def stats(self, provider: str, replica: int) -> dict[str, Any]:
         """A worker's counters."""
-        stats: dict[str, Any] = await self._handle(provider, replica).stats.remote()
+        stats: dict[str, Any] = await self._handle(
+            provider, replica
+        ).stats.remote()
         return stats
 
     async def complete(

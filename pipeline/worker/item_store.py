@@ -3,12 +3,23 @@
 Shaped for the local SecantusDB as much as for MongoDB (see
 ``shared/LOCAL-DB.md``): items are read a bounded window at a time on the
 ``(jobId, seq)`` index and filtered here; every write is batched and
-addressed by ``_id``; job counters change in one pipeline update per job
-per batch, in the same transaction as the items they count.
+addressed by ``_id``.
+
+Counters without transactions. Only changes into or out of a final
+status touch a job (:mod:`pipeline.jobs.aggregation`). Such a batch is
+written *job first*: one update per job applies the expected counts and
+records a journal entry (batch id, writer, item ids and targets); then
+the items are written, each stamped with the batch id; items that could
+not be written (their lease was lost) are compensated at once. If the
+writer dies in between, its successor settles the entry from what the
+items show. No multi-document transaction is needed, so writers never
+conflict on a busy job document, and any MongoDB (standalone included)
+will do.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,16 +28,21 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.asynchronous.client_session import AsyncClientSession
 
-from pipeline.jobs.aggregation import JobDelta, update_pipeline
+from pipeline.jobs.aggregation import (
+    FINAL_COUNTED,
+    JobDelta,
+    started_pipeline,
+    update_pipeline,
+)
+from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store import Store
 from pipeline.store.documents import utcnow
-from pipeline.store.transactions import Atomic
 
 S = Status
 Item = dict[str, Any]
+log = get_logger(__name__)
 
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
@@ -34,6 +50,8 @@ ITEM_PROJECTION = {"_metadata": 0}
 #: Largest ``$in`` list per query: SecantusDB slows down quadratically
 #: beyond about a hundred ids.
 MAX_IDS_PER_QUERY = 100
+
+_UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
 
 
 @dataclass
@@ -67,6 +85,23 @@ class WriteReport:
 
     written: list[Outcome] = field(default_factory=list)
     lost: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Change:
+    """One item write of a journaled batch."""
+
+    item: Item
+    target: Status
+    filter: dict[str, Any]
+    update: dict[str, Any]
+    source: Status = S.PROCESSING
+    usage: tuple[int, int, float] = (0, 0, 0.0)
+
+    @property
+    def counted(self) -> bool:
+        return self.target in FINAL_COUNTED or self.source in FINAL_COUNTED
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -75,19 +110,22 @@ def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 class ItemStore:
-    """Reads, claims and finishes items for one worker."""
+    """Reads, claims and finishes items for one worker (one *lane*)."""
 
-    def __init__(self, store: Store, atomic: Atomic) -> None:
+    def __init__(self, store: Store, lane: str) -> None:
         self.items = store.raw("items")
         self.jobs = store.raw("jobs")
         self.prompt_versions = store.raw("prompt_versions")
         self.cache = store.raw("result_cache")
-        self._atomic = atomic
+        self.lane = lane
+        # Journal entries of this lane whose items are written: removed
+        # from the job with the next update (or by tidy_journal).
+        self._settled: dict[ObjectId, list[str]] = defaultdict(list)
 
     # -- reading -----------------------------------------------------
 
     async def active_jobs(self) -> list[dict[str, Any]]:
-        """Jobs that still have pending or running items."""
+        """Jobs that still have unfinished items."""
         return await self.jobs.find(
             {"active": True},
             {
@@ -98,8 +136,11 @@ class ItemStore:
                 "maxAttempts": 1,
                 "cache": 1,
                 "providers": 1,
+                "models": 1,
                 "status": 1,
                 "requeues": 1,
+                "startedAt": 1,
+                "journal": 1,
                 "_metadata.isDeleted": 1,
             },
         ).to_list()
@@ -120,8 +161,7 @@ class ItemStore:
     async def leased_items(self) -> list[Item]:
         """Every item currently leased (in flight somewhere)."""
         return await self.items.find(
-            {"status": S.PROCESSING, "leaseExpiresAt": {"$exists": True}},
-            ITEM_PROJECTION,
+            {"status": S.PROCESSING}, ITEM_PROJECTION
         ).to_list()
 
     async def system_prompts(
@@ -173,7 +213,8 @@ class ItemStore:
         """Atomically lease PENDING items to ``owner``.
 
         The attempt is counted here, at claim time, so an attempt that
-        dies with its worker still counts.
+        dies with its worker still counts. No job document changes: a
+        leased item counts as PROCESSING by being leased.
 
         Args:
             items: Candidates (read earlier; they may have changed).
@@ -188,43 +229,28 @@ class ItemStore:
         now = utcnow()
         expires = now + timedelta(seconds=lease_s)
         ids = [item["_id"] for item in items]
-
-        async def writes(session: AsyncClientSession | None) -> set[ObjectId]:
-            result = await self.items.update_many(
-                {"_id": {"$in": ids}, "status": S.PENDING},
-                {
-                    "$set": {
-                        "status": S.PROCESSING,
-                        "leaseOwner": owner,
-                        "leaseExpiresAt": expires,
-                        "startedAt": now,
-                    },
-                    "$inc": {"attempts": 1},
-                    "$unset": {"nextAttemptAt": ""},
+        result = await self.items.update_many(
+            {"_id": {"$in": ids}, "status": S.PENDING},
+            {
+                "$set": {
+                    "status": S.PROCESSING,
+                    "leaseOwner": owner,
+                    "leaseExpiresAt": expires,
+                    "startedAt": now,
                 },
-                session=session,
-            )
-            if result.modified_count == len(ids):
-                claimed = set(ids)
-            else:
-                claimed = {
-                    doc["_id"]
-                    async for doc in self.items.find(
-                        {"_id": {"$in": ids}, "leaseOwner": owner},
-                        {"_id": 1},
-                        session=session,
-                    )
-                }
-            deltas: dict[ObjectId, JobDelta] = defaultdict(JobDelta)
-            for item in items:
-                if item["_id"] in claimed:
-                    delta = deltas[item["jobId"]]
-                    delta.move(S.PENDING, S.PROCESSING)
-                    delta.started = True
-            await self._apply(deltas, session)
-            return claimed
-
-        claimed = await self._atomic.run(writes)
+                "$inc": {"attempts": 1},
+                "$unset": {"nextAttemptAt": ""},
+            },
+        )
+        if result.modified_count == len(ids):
+            claimed = set(ids)
+        else:
+            claimed = {
+                doc["_id"]
+                async for doc in self.items.find(
+                    {"_id": {"$in": ids}, "leaseOwner": owner}, {"_id": 1}
+                )
+            }
         taken = []
         for item in items:
             if item["_id"] in claimed:
@@ -238,47 +264,33 @@ class ItemStore:
                 taken.append(item)
         return taken
 
+    async def mark_started(self, job_ids: Iterable[ObjectId]) -> None:
+        """Record that jobs have started (their first claim)."""
+        ops = [UpdateOne({"_id": j}, started_pipeline()) for j in job_ids]
+        if ops:
+            await self.jobs.bulk_write(ops, ordered=False)
+
     # -- finishing ---------------------------------------------------
 
     async def finish(self, outcomes: list[Outcome]) -> WriteReport:
-        """Write a batch of outcomes and their jobs' counters at once.
+        """Write a batch of outcomes and their jobs' counters.
 
-        Each write is guarded by the item's lease token: an item whose
-        lease expired and was taken by another worker is not written
-        (it is reported as ``lost``), so no item completes twice.
+        Each item write is guarded by the item's lease token: an item
+        whose lease expired and was taken by another worker is not
+        written (it is reported as ``lost``), so no item completes twice.
         """
-        report = WriteReport()
-        if not outcomes:
-            return report
+        began = time.monotonic()
+        changes = [self._finish_change(o) for o in outcomes]
+        written = await self._write(changes)
+        done = {id(c.item) for c in written}
+        return WriteReport(
+            written=[o for o in outcomes if id(o.item) in done],
+            lost=[o for o in outcomes if id(o.item) not in done],
+            seconds=time.monotonic() - began,
+        )
 
-        async def writes(session: AsyncClientSession | None) -> WriteReport:
-            ops = [self._finish_op(o) for o in outcomes]
-            result = await self.items.bulk_write(
-                ops, ordered=False, session=session
-            )
-            if result.modified_count == len(ops):
-                written = list(outcomes)
-            else:
-                written = await self._verify(outcomes, session)
-            deltas: dict[ObjectId, JobDelta] = defaultdict(JobDelta)
-            for outcome in written:
-                delta = deltas[outcome.item["jobId"]]
-                delta.move(S.PROCESSING, outcome.status)
-                delta.add_usage(
-                    outcome.input_tokens, outcome.output_tokens, outcome.cost
-                )
-            await self._apply(deltas, session)
-            done = {id(o) for o in written}
-            return WriteReport(
-                written=written,
-                lost=[o for o in outcomes if id(o) not in done],
-            )
-
-        return await self._atomic.run(writes)
-
-    def _finish_op(self, outcome: Outcome) -> UpdateOne:
+    def _finish_change(self, outcome: Outcome) -> _Change:
         item = outcome.item
-        now = utcnow()
         fields: dict[str, Any] = {
             "status": outcome.status,
             "claimToken": item["leaseOwner"],
@@ -287,40 +299,20 @@ class ItemStore:
         if outcome.status == S.PENDING:
             fields["nextAttemptAt"] = outcome.next_attempt_at
         else:
-            fields["finishedAt"] = now
+            fields["finishedAt"] = utcnow()
         if outcome.result is not None:
             fields["result"] = outcome.result
-        return UpdateOne(
-            {
+        return _Change(
+            item=item,
+            target=outcome.status,
+            filter={
                 "_id": item["_id"],
                 "status": S.PROCESSING,
                 "leaseOwner": item["leaseOwner"],
             },
-            {
-                "$set": fields,
-                "$unset": {"leaseOwner": "", "leaseExpiresAt": ""},
-            },
+            update={"$set": fields, "$unset": _UNSET_LEASE},
+            usage=(outcome.input_tokens, outcome.output_tokens, outcome.cost),
         )
-
-    async def _verify(
-        self, outcomes: list[Outcome], session: AsyncClientSession | None
-    ) -> list[Outcome]:
-        """Which outcomes were written (after a partial batch)."""
-        tokens: dict[ObjectId, str] = {}
-        for chunk in _chunks(outcomes, MAX_IDS_PER_QUERY):
-            async for doc in self.items.find(
-                {"_id": {"$in": [o.item["_id"] for o in chunk]}},
-                {"claimToken": 1},
-                session=session,
-            ):
-                tokens[doc["_id"]] = doc.get("claimToken", "")
-        return [
-            o
-            for o in outcomes
-            if tokens.get(o.item["_id"]) == o.item["leaseOwner"]
-        ]
-
-    # -- recovery and bulk moves ---------------------------------------
 
     async def release_leases(
         self, items: list[Item], *, reason: str
@@ -333,74 +325,36 @@ class ItemStore:
         Returns:
             (items now PENDING, items now FAILED).
         """
-        requeued, failed = [], []
+        now = utcnow()
+        changes = []
         for item in items:
-            limit = item.get("maxAttempts", 1)
-            target = failed if item.get("attempts", 0) >= limit else requeued
-            target.append(item)
-
-        async def writes(session: AsyncClientSession | None) -> set[ObjectId]:
-            now = utcnow()
-            ops = []
-            for item in requeued + failed:
-                final = item in failed
-                fields: dict[str, Any] = {
-                    "status": S.FAILED if final else S.PENDING,
-                    "error": {
-                        "type": "lease_expired",
-                        "message": reason,
-                        "retryable": not final,
-                        "statusCode": None,
+            final = item.get("attempts", 0) >= item.get("maxAttempts", 1)
+            fields: dict[str, Any] = {
+                "status": S.FAILED if final else S.PENDING,
+                "error": {
+                    "type": "lease_expired",
+                    "message": reason,
+                    "retryable": not final,
+                    "statusCode": None,
+                },
+                "finishedAt" if final else "nextAttemptAt": now,
+            }
+            changes.append(
+                _Change(
+                    item=item,
+                    target=S.FAILED if final else S.PENDING,
+                    filter={
+                        "_id": item["_id"],
+                        "status": S.PROCESSING,
+                        "leaseOwner": item["leaseOwner"],
                     },
-                }
-                fields["finishedAt" if final else "nextAttemptAt"] = now
-                ops.append(
-                    UpdateOne(
-                        {
-                            "_id": item["_id"],
-                            "status": S.PROCESSING,
-                            "leaseOwner": item["leaseOwner"],
-                        },
-                        {
-                            "$set": fields,
-                            "$unset": {"leaseOwner": "", "leaseExpiresAt": ""},
-                        },
-                    )
+                    update={"$set": fields, "$unset": _UNSET_LEASE},
                 )
-            result = await self.items.bulk_write(
-                ops, ordered=False, session=session
             )
-            moved = {i["_id"] for i in requeued + failed}
-            if result.modified_count != len(ops):
-                moved = {
-                    doc["_id"]
-                    for chunk in _chunks(list(moved), MAX_IDS_PER_QUERY)
-                    for doc in await self.items.find(
-                        {
-                            "_id": {"$in": list(chunk)},
-                            "status": {"$ne": S.PROCESSING},
-                            "error.type": "lease_expired",
-                        },
-                        {"_id": 1},
-                        session=session,
-                    ).to_list()
-                }
-            deltas: dict[ObjectId, JobDelta] = defaultdict(JobDelta)
-            for item in requeued + failed:
-                if item["_id"] in moved:
-                    deltas[item["jobId"]].move(
-                        S.PROCESSING,
-                        S.FAILED if item in failed else S.PENDING,
-                    )
-            await self._apply(deltas, session)
-            return moved
-
-        if not items:
-            return [], []
-        moved = await self._atomic.run(writes)
+        written = await self._write(changes)
         return (
-            [i for i in requeued if i["_id"] in moved],
-            [i for i in failed if i["_id"] in moved],
+            [c.item for c in written if c.target == S.PENDING],
+            [c.item for c in written if c.target == S.FAILED],
         )
 
     async def move(
@@ -415,60 +369,185 @@ class ItemStore:
         Returns:
             The items that were in ``source`` and moved.
         """
+        fields: dict[str, Any] = {"status": target, **(extra or {})}
+        if target in FINAL_COUNTED:
+            fields["finishedAt"] = utcnow()
+        changes = [
+            _Change(
+                item=item,
+                target=target,
+                source=source,
+                filter={"_id": item["_id"], "status": source},
+                update={"$set": fields},
+            )
+            for item in items
+        ]
         moved: list[Item] = []
-        for chunk in _chunks(items, MAX_IDS_PER_QUERY):
-            moved += await self._move_chunk(list(chunk), source, target, extra)
+        for chunk in _chunks(changes, MAX_IDS_PER_QUERY):
+            moved += [c.item for c in await self._write(list(chunk))]
         return moved
 
-    async def _move_chunk(
-        self,
-        items: list[Item],
-        source: Status,
-        target: Status,
-        extra: dict[str, Any] | None,
-    ) -> list[Item]:
-        ids = [i["_id"] for i in items]
-        marker = ObjectId()
+    # -- the journaled write -------------------------------------------
 
-        async def writes(session: AsyncClientSession | None) -> set[ObjectId]:
-            fields = {"status": target, "moveToken": marker, **(extra or {})}
-            if target in (S.CANCELED, S.FAILED):
-                fields["finishedAt"] = utcnow()
-            result = await self.items.update_many(
-                {"_id": {"$in": ids}, "status": source},
-                {"$set": fields},
-                session=session,
-            )
-            if result.modified_count == len(ids):
-                moved = set(ids)
-            else:
-                moved = {
-                    doc["_id"]
-                    async for doc in self.items.find(
-                        {"_id": {"$in": ids}, "moveToken": marker},
-                        {"_id": 1},
-                        session=session,
-                    )
+    async def _write(self, changes: list[_Change]) -> list[_Change]:
+        """Apply item changes and their counters, job first.
+
+        Returns:
+            The changes whose item write took effect.
+        """
+        if not changes:
+            return []
+        batch = str(ObjectId())
+        counted = [c for c in changes if c.counted]
+        deltas = self._deltas(counted)
+        if deltas:
+            await self._apply_to_jobs(deltas, batch, counted)
+        ops = []
+        for change in changes:
+            update = {**change.update}
+            update["$set"] = {**update["$set"], "batch": batch}
+            ops.append(UpdateOne(change.filter, update))
+        result = await self.items.bulk_write(ops, ordered=False)
+        if result.modified_count == len(ops):
+            written = changes
+        else:
+            written = await self._stamped(changes, batch)
+        if deltas:
+            lost = [c for c in counted if not any(w is c for w in written)]
+            if lost:
+                compensation = {
+                    job: delta.reversed()
+                    for job, delta in self._deltas(lost).items()
                 }
-            deltas: dict[ObjectId, JobDelta] = defaultdict(JobDelta)
-            for item in items:
-                if item["_id"] in moved:
-                    deltas[item["jobId"]].move(source, target)
-            await self._apply(deltas, session)
-            return moved
+                await self._settle(compensation, batch)
+            else:
+                for job_id in deltas:
+                    self._settled[job_id].append(batch)
+        return written
 
-        moved = await self._atomic.run(writes)
-        return [i for i in items if i["_id"] in moved]
+    @staticmethod
+    def _deltas(changes: list[_Change]) -> dict[ObjectId, JobDelta]:
+        deltas: dict[ObjectId, JobDelta] = defaultdict(JobDelta)
+        for change in changes:
+            delta = deltas[change.item["jobId"]]
+            delta.move(change.source, change.target)
+            delta.add_usage(*change.usage)
+        return dict(deltas)
 
-    async def _apply(
+    async def _apply_to_jobs(
         self,
         deltas: dict[ObjectId, JobDelta],
-        session: AsyncClientSession | None,
+        batch: str,
+        changes: list[_Change],
     ) -> None:
-        ops = [
-            UpdateOne({"_id": job_id}, update_pipeline(delta))
-            for job_id, delta in deltas.items()
-            if not delta.is_empty() or delta.started
-        ]
-        if ops:
-            await self.jobs.bulk_write(ops, ordered=False, session=session)
+        by_job: dict[ObjectId, list[list[Any]]] = defaultdict(list)
+        for change in changes:
+            by_job[change.item["jobId"]].append(
+                [
+                    change.item["_id"],
+                    change.source.value,
+                    change.target.value,
+                    *change.usage,
+                ]
+            )
+        ops = []
+        for job_id, delta in deltas.items():
+            entry = {"b": batch, "lane": self.lane, "items": by_job[job_id]}
+            drop = self._settled.pop(job_id, [])
+            ops.append(
+                UpdateOne(
+                    {"_id": job_id},
+                    update_pipeline(
+                        delta, journal_add=entry, journal_drop=drop
+                    ),
+                )
+            )
+        await self.jobs.bulk_write(ops, ordered=False)
+
+    async def _settle(
+        self, deltas: dict[ObjectId, JobDelta], batch: str
+    ) -> None:
+        """Apply corrections and remove the batch's journal entries."""
+        await self.jobs.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": job_id, "journal.b": batch},
+                    update_pipeline(delta, journal_drop=[batch]),
+                )
+                for job_id, delta in deltas.items()
+            ],
+            ordered=False,
+        )
+
+    async def _stamped(
+        self, changes: list[_Change], batch: str
+    ) -> list[_Change]:
+        """Which changes took effect (after a partial batch)."""
+        stamped: set[ObjectId] = set()
+        for chunk in _chunks(changes, MAX_IDS_PER_QUERY):
+            async for doc in self.items.find(
+                {"_id": {"$in": [c.item["_id"] for c in chunk]}},
+                {"batch": 1},
+            ):
+                if doc.get("batch") == batch:
+                    stamped.add(doc["_id"])
+        return [c for c in changes if c.item["_id"] in stamped]
+
+    async def tidy_journal(self) -> None:
+        """Remove this lane's settled entries from the jobs now."""
+        settled, self._settled = self._settled, defaultdict(list)
+        if settled:
+            await self.jobs.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": job_id},
+                        update_pipeline(JobDelta(), journal_drop=batches),
+                    )
+                    for job_id, batches in settled.items()
+                ],
+                ordered=False,
+            )
+
+    async def recover_journal(
+        self, job: dict[str, Any], lanes: Iterable[str]
+    ) -> int:
+        """Settle journal entries that dead writers left in a job.
+
+        For each entry of one of ``lanes``, the items tell which writes
+        took effect (they carry the batch id); the counts and usage of
+        the others are taken back, and the entry is removed.
+
+        Returns:
+            How many entries were settled.
+        """
+        dead = set(lanes)
+        settled = 0
+        for entry in job.get("journal") or []:
+            if entry.get("lane") not in dead:
+                continue
+            moves = entry.get("items") or []
+            stamped: set[ObjectId] = set()
+            for chunk in _chunks([m[0] for m in moves], MAX_IDS_PER_QUERY):
+                async for doc in self.items.find(
+                    {"_id": {"$in": list(chunk)}}, {"batch": 1}
+                ):
+                    if doc.get("batch") == entry["b"]:
+                        stamped.add(doc["_id"])
+            undo = JobDelta()
+            for item_id, source, target, tokens_in, tokens_out, cost in moves:
+                if item_id not in stamped:
+                    undo.move(Status(target), Status(source))
+                    undo.add_usage(-tokens_in, -tokens_out, -cost)
+            await self.jobs.update_one(
+                {"_id": job["_id"], "journal.b": entry["b"]},
+                update_pipeline(undo, journal_drop=[entry["b"]]),
+            )
+            settled += 1
+            log.warning(
+                "journal_recovered",
+                job_id=str(job["_id"]),
+                batch=entry["b"],
+                lane=entry.get("lane"),
+                items_undone=len(moves) - len(stamped),
+            )
+        return settled

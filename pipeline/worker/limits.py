@@ -11,6 +11,7 @@ interval (additive increase, multiplicative decrease).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -190,7 +191,5 @@ class ModelLimiter:
     async def wait_for_change(self, timeout_s: float) -> None:
         """Sleep until a call finishes or the share changes (or timeout)."""
         self._changed.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
-        except TimeoutError:
-            pass

@@ -1,8 +1,11 @@
 """Worker metrics, exported through Ray's metrics API (the dashboard).
 
-Items by status, provider latency, tokens, retries and queue depth, per
-model. Outside a Ray worker the same calls only update local counters,
-which :meth:`WorkerMetrics.snapshot` reports either way.
+Items by status, provider latency, tokens, retries, queue depth and
+event loop lag, per model. Counters are kept locally and pushed to Ray
+in batches (:meth:`WorkerMetrics.export`, twice a second), so the hot
+path pays a dictionary update, not a call into Ray, per item. Outside a
+Ray worker nothing is exported; :meth:`WorkerMetrics.snapshot` reports
+the local counters either way.
 """
 
 from __future__ import annotations
@@ -10,7 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-LATENCY_BOUNDARIES_MS = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+LATENCY_BOUNDARIES_MS = [50.0, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+
+#: Local counter kinds and the Ray counter each is exported to.
+_EXPORTED = {
+    "items": ("metasync_items_total", "status"),
+    "tokens": ("metasync_tokens_total", "direction"),
+    "retries": ("metasync_retries_total", "error"),
+}
 
 
 class WorkerMetrics:
@@ -19,75 +29,41 @@ class WorkerMetrics:
     def __init__(self, provider: str, *, export: bool) -> None:
         self.provider = provider
         self.counts: Counter[tuple[str, ...]] = Counter()
+        self._unexported: Counter[tuple[str, ...]] = Counter()
         self._ray: dict[str, Any] = {}
         if export:
-            from ray.util import metrics
+            self._ray = _ray_metrics()
 
-            tags = ("provider", "model")
-            self._ray = {
-                "items": metrics.Counter(
-                    "metasync_items_total",
-                    "Items finished by a worker, by outcome status.",
-                    tag_keys=(*tags, "status"),
-                ),
-                "latency": metrics.Histogram(
-                    "metasync_provider_latency_ms",
-                    "Provider call latency in milliseconds.",
-                    boundaries=LATENCY_BOUNDARIES_MS,
-                    tag_keys=tags,
-                ),
-                "tokens": metrics.Counter(
-                    "metasync_tokens_total",
-                    "Tokens used, by direction (input/output).",
-                    tag_keys=(*tags, "direction"),
-                ),
-                "retries": metrics.Counter(
-                    "metasync_retries_total",
-                    "Attempts that will be retried, by error type.",
-                    tag_keys=(*tags, "error"),
-                ),
-                "queue": metrics.Gauge(
-                    "metasync_queue_depth",
-                    "Items known to a worker and not yet running.",
-                    tag_keys=tags,
-                ),
-                "in_flight": metrics.Gauge(
-                    "metasync_in_flight",
-                    "Provider calls running now.",
-                    tag_keys=tags,
-                ),
-            }
-
-    def _tags(self, model: str, **extra: str) -> dict[str, str]:
-        return {"provider": self.provider, "model": model, **extra}
+    def _count(self, key: tuple[str, ...], amount: int = 1) -> None:
+        self.counts[key] += amount
+        if self._ray and key[0] in _EXPORTED:
+            self._unexported[key] += amount
 
     def item_finished(self, model: str, status: str) -> None:
         """Count an item's outcome."""
-        self.counts[("items", model, status)] += 1
-        if self._ray:
-            self._ray["items"].inc(tags=self._tags(model, status=status))
+        self._count(("items", model, status))
 
     def call_finished(
-        self, model: str, latency_ms: float, input_tokens: int, output_tokens: int
+        self,
+        model: str,
+        latency_ms: float,
+        input_tokens: int,
+        output_tokens: int,
     ) -> None:
         """Record a successful provider call."""
-        self.counts[("tokens", model, "input")] += input_tokens
-        self.counts[("tokens", model, "output")] += output_tokens
+        self._count(("tokens", model, "input"), input_tokens)
+        self._count(("tokens", model, "output"), output_tokens)
         if self._ray:
-            tags = self._tags(model)
-            self._ray["latency"].observe(latency_ms, tags=tags)
-            self._ray["tokens"].inc(
-                input_tokens, tags=self._tags(model, direction="input")
-            )
-            self._ray["tokens"].inc(
-                output_tokens, tags=self._tags(model, direction="output")
-            )
+            self._ray["latency"].observe(latency_ms, tags=self._tags(model))
 
     def retried(self, model: str, error_type: str) -> None:
         """Count an attempt that will be retried."""
-        self.counts[("retries", model, error_type)] += 1
-        if self._ray:
-            self._ray["retries"].inc(tags=self._tags(model, error=error_type))
+        self._count(("retries", model, error_type))
+
+    def timed(self, operation: str, seconds: float) -> None:
+        """Record how long a database operation took."""
+        self.counts[("ops", operation, "count")] += 1
+        self.counts[("ops", operation, "ms")] += round(seconds * 1000)
 
     def gauges(self, model: str, queued: int, in_flight: int) -> None:
         """Set the queue depth and calls in flight of a model."""
@@ -95,6 +71,57 @@ class WorkerMetrics:
             self._ray["queue"].set(queued, tags=self._tags(model))
             self._ray["in_flight"].set(in_flight, tags=self._tags(model))
 
+    def loop_lag(self, milliseconds: float) -> None:
+        """Set the event loop lag gauge."""
+        if self._ray:
+            self._ray["loop_lag"].set(
+                milliseconds, tags={"provider": self.provider}
+            )
+
+    def export(self) -> None:
+        """Push the counters counted since the last export to Ray."""
+        pending, self._unexported = self._unexported, Counter()
+        for (kind, model, label), amount in pending.items():
+            _, tag = _EXPORTED[kind]
+            self._ray[kind].inc(amount, tags=self._tags(model, **{tag: label}))
+
     def snapshot(self) -> dict[str, int]:
         """The local counters, keyed ``kind:model:label``."""
         return {":".join(key): value for key, value in self.counts.items()}
+
+    def _tags(self, model: str, **extra: str) -> dict[str, str]:
+        return {"provider": self.provider, "model": model, **extra}
+
+
+def _ray_metrics() -> dict[str, Any]:
+    from ray.util import metrics
+
+    tags = ("provider", "model")
+    exported: dict[str, Any] = {
+        kind: metrics.Counter(
+            name, f"Worker {kind} count.", tag_keys=(*tags, label)
+        )
+        for kind, (name, label) in _EXPORTED.items()
+    }
+    return {
+        **exported,
+        "latency": metrics.Histogram(
+            "metasync_provider_latency_ms",
+            "Provider call latency in milliseconds.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=tags,
+        ),
+        "queue": metrics.Gauge(
+            "metasync_queue_depth",
+            "Items known to a worker and not yet running.",
+            tag_keys=tags,
+        ),
+        "in_flight": metrics.Gauge(
+            "metasync_in_flight", "Provider calls running now.", tag_keys=tags
+        ),
+        "loop_lag": metrics.Gauge(
+            "metasync_worker_loop_lag_ms",
+            "How late the worker's event loop runs (moving average).",
+            tag_keys=("provider",),
+        ),
+    }

@@ -31,11 +31,13 @@ class WorkerSupervisor:
         self._settings = settings
         self._catalog = catalog
         self._handles = handles
-        self.health: dict[str, str] = {}
+        self.health: dict[str, str] | None = None
 
     async def providers(self) -> set[str]:
         """Providers with at least one active model."""
-        return {m["provider"] for m in await self._catalog.list(active_only=True)}
+        return {
+            m["provider"] for m in await self._catalog.list(active_only=True)
+        }
 
     async def ensure(self) -> dict[str, str]:
         """Create what is missing and ping every worker.
@@ -53,7 +55,9 @@ class WorkerSupervisor:
                     health[key] = "ok"
                 except Exception as error:
                     health[key] = f"not answering: {type(error).__name__}"
-                    log.warning("worker_unhealthy", worker=key, error=str(error))
+                    log.warning(
+                        "worker_unhealthy", worker=key, error=str(error)
+                    )
         self.health = health
         return health
 
@@ -68,7 +72,7 @@ class WorkerSupervisor:
 
     async def readiness(self) -> str:
         """``ok`` when every expected worker answered the last check."""
-        if not self.health:
+        if self.health is None:
             return "workers not checked yet"
         bad = [k for k, v in self.health.items() if v != "ok"]
         return "ok" if not bad else "unhealthy: " + ", ".join(bad)

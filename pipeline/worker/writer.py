@@ -1,4 +1,4 @@
-"""Batched result writes: many outcomes, one transaction.
+"""Batched result writes: many outcomes, a few round trips.
 
 Outcomes are buffered and written together when the batch is full or a
 short interval has passed, so the database sees a handful of round
@@ -10,6 +10,7 @@ leased, so none is lost and none is claimed by anyone else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from pipeline.logging import get_logger
@@ -60,10 +61,8 @@ class ResultWriter:
         backoff = 0.1
         while True:
             await self._arrived.wait()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._interval)
-            except TimeoutError:
-                pass
             try:
                 await self.flush()
                 backoff = 0.1

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from pipeline.jobs.documents import job_summary
-
 from serve_app.deps import AdminKey, Context
 from serve_app.schemas.jobs import RequeueOut
 
@@ -13,7 +12,9 @@ router = APIRouter(prefix="/admin/jobs", tags=["admin: jobs"])
 
 
 @router.post("/{job_id}/requeue", status_code=status.HTTP_202_ACCEPTED)
-async def requeue_job(job_id: str, context: Context, admin: AdminKey) -> RequeueOut:
+async def requeue_job(
+    job_id: str, context: Context, admin: AdminKey
+) -> RequeueOut:
     """Put a job's FAILED items back to PENDING (the workers do it)."""
     before = await context.jobs.get(None, job_id)
     job = await context.jobs.requeue(job_id)

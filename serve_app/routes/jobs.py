@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -60,19 +60,23 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> JobList:
     """The client's jobs, newest first."""
-    jobs = await context.jobs.list(
+    jobs = await context.jobs.list_jobs(
         client.id, status=status_filter, limit=limit, before=cursor
     )
+    leased = await context.jobs.processing_counts([j["_id"] for j in jobs])
     next_cursor = str(jobs[-1]["_id"]) if len(jobs) == limit else None
     return JobList(
-        items=[JobOut.from_doc(j) for j in jobs], next_cursor=next_cursor
+        items=[JobOut.from_doc(j, leased[j["_id"]]) for j in jobs],
+        next_cursor=next_cursor,
     )
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, context: Context, client: CurrentClient) -> JobOut:
+async def get_job(
+    job_id: str, context: Context, client: CurrentClient
+) -> JobOut:
     """A job: status, counts by status, progress, tokens, cost, timings."""
-    return JobOut.from_doc(await context.jobs.get(client.id, job_id))
+    return await _job_out(context, await context.jobs.get(client.id, job_id))
 
 
 @router.get("/{job_id}/results", response_model=ResultsPage)
@@ -123,7 +127,7 @@ async def cancel_job(
         client.id, job_id, Status.CANCELED, Actor.CLIENT
     )
     context.workers.notify_job(job["providers"], job_summary(job))
-    return JobOut.from_doc(job)
+    return await _job_out(context, job)
 
 
 @router.post("/{job_id}/consume")
@@ -134,7 +138,7 @@ async def consume_job(
     job = await context.jobs.transition(
         client.id, job_id, Status.CONSUMED, Actor.CLIENT
     )
-    return JobOut.from_doc(job)
+    return await _job_out(context, job)
 
 
 @router.post("/{job_id}/error-consuming")
@@ -145,7 +149,7 @@ async def error_consuming_job(
     job = await context.jobs.transition(
         client.id, job_id, Status.ERROR_CONSUMING, Actor.CLIENT
     )
-    return JobOut.from_doc(job)
+    return await _job_out(context, job)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -158,3 +162,9 @@ async def delete_job(
         job["providers"], {**job_summary(job), "status": Status.CANCELED.value}
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _job_out(context: Context, job: dict[str, Any]) -> JobOut:
+    """A job as returned, with its items under lease counted."""
+    leased = await context.jobs.processing_counts([job["_id"]])
+    return JobOut.from_doc(job, leased[job["_id"]])

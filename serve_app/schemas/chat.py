@@ -6,7 +6,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from providers.base import ChatMessage, CompletionRequest
+from providers.base import ChatMessage, CompletionRequest, Role
+
+#: OpenAI's roles as the providers know them ("developer" is the newer
+#: name of "system").
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 
 class TextPart(BaseModel):
@@ -62,11 +71,7 @@ class ChatCompletionIn(BaseModel):
     def request(self) -> CompletionRequest:
         """The provider-neutral request."""
         messages = tuple(
-            ChatMessage(
-                "system" if m.role in ("system", "developer") else m.role,
-                m.text(),
-            )
-            for m in self.messages
+            ChatMessage(_ROLES[m.role], m.text()) for m in self.messages
         )
         return CompletionRequest(
             messages,

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from pipeline.jobs.aggregation import full_counts
 from pipeline.jobs.validation import ItemSpec
 from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
 from serve_app.schemas.prompts import MAX_PROMPT_CHARS
@@ -98,11 +99,11 @@ class JobOut(ApiModel):
     consumed_at: datetime | None
 
     @classmethod
-    def from_doc(cls, job: dict[str, Any]) -> JobOut:
-        """Build from a stored job."""
-        counts = job.get("counts") or {}
+    def from_doc(cls, job: dict[str, Any], processing: int = 0) -> JobOut:
+        """Build from a stored job and its items under lease."""
+        counts = full_counts(job, processing)
         total = job["totalItems"]
-        unfinished = counts.get("PENDING", 0) + counts.get("PROCESSING", 0)
+        unfinished = counts["PENDING"] + counts["PROCESSING"]
         return cls(
             id=str(job["_id"]),
             status=job["status"],

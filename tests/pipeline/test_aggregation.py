@@ -8,7 +8,9 @@ from bson import ObjectId
 from pipeline.jobs.aggregation import (
     JobDelta,
     derive_status,
+    full_counts,
     initial_counts,
+    started_pipeline,
     update_pipeline,
 )
 from pipeline.states import Status
@@ -20,7 +22,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def jobs(mongo_uri):
-    store = Store(create_mongo_client(mongo_uri), f"agg-{uuid.uuid4().hex[:8]}")
+    store = Store(
+        create_mongo_client(mongo_uri), f"agg-{uuid.uuid4().hex[:8]}"
+    )
     yield store.raw("jobs")
     await store.client.drop_database(store.db.name)
     await store.close()
@@ -32,7 +36,7 @@ async def _job(jobs, total=4, status=S.PENDING):
         "status": status.value,
         "active": True,
         "totalItems": total,
-        "counts": initial_counts(total),
+        "counts": initial_counts(),
         "usage": {"inputTokens": 0, "outputTokens": 0},
         "cost": 0.0,
         "startedAt": None,
@@ -43,28 +47,31 @@ async def _job(jobs, total=4, status=S.PENDING):
     return job["_id"]
 
 
-async def _apply(jobs, job_id, **moves):
+async def _move(jobs, job_id, source, target, n=1, **journal):
     delta = JobDelta()
-    for name, n in moves.items():
-        source, target = name.split("_to_")
-        delta.move(S(source.upper()), S(target.upper()), n)
-    delta.started = S.PROCESSING in {S(k.split("_to_")[1].upper()) for k in moves}
-    await jobs.update_one({"_id": job_id}, update_pipeline(delta))
+    delta.move(source, target, n)
+    await jobs.update_one({"_id": job_id}, update_pipeline(delta, **journal))
     return await jobs.find_one({"_id": job_id})
 
 
 async def test_status_follows_the_counts(jobs):
     job_id = await _job(jobs)
-    job = await _apply(jobs, job_id, pending_to_processing=2)
+    job = await jobs.find_one({"_id": job_id})
+    assert derive_status(job) == S.PENDING
+    await jobs.update_one({"_id": job_id}, started_pipeline())
+    job = await jobs.find_one({"_id": job_id})
+    assert job["status"] == "PROCESSING" and job["startedAt"] is not None
+    job = await _move(jobs, job_id, S.PROCESSING, S.PROCESSED, 2)
     assert job["status"] == "PROCESSING" and job["active"]
-    assert job["counts"]["PENDING"] == 2 and job["counts"]["PROCESSING"] == 2
-    assert job["startedAt"] is not None
-    job = await _apply(jobs, job_id, processing_to_processed=2)
-    assert job["status"] == "PROCESSING"
-    job = await _apply(jobs, job_id, pending_to_processing=2)
-    job = await _apply(jobs, job_id, processing_to_failed=2)
+    assert full_counts(job, processing=1) == {
+        "PENDING": 1,
+        "PROCESSING": 1,
+        "PROCESSED": 2,
+        "FAILED": 0,
+        "CANCELED": 0,
+    }
+    job = await _move(jobs, job_id, S.PROCESSING, S.FAILED, 2)
     assert job["status"] == "PROCESSED"  # some succeeded, failed > 0
-    assert job["counts"]["FAILED"] == 2
     assert job["active"] is False
     assert job["finishedAt"] is not None
     assert derive_status(job) == S.PROCESSED
@@ -72,15 +79,15 @@ async def test_status_follows_the_counts(jobs):
 
 async def test_all_failed_is_failed(jobs):
     job_id = await _job(jobs, total=2)
-    await _apply(jobs, job_id, pending_to_processing=2)
-    job = await _apply(jobs, job_id, processing_to_failed=2)
+    await jobs.update_one({"_id": job_id}, started_pipeline())
+    job = await _move(jobs, job_id, S.PROCESSING, S.FAILED, 2)
     assert job["status"] == "FAILED"
     assert derive_status(job) == S.FAILED
 
 
 async def test_client_statuses_stick(jobs):
     job_id = await _job(jobs, total=2, status=S.CANCELED)
-    job = await _apply(jobs, job_id, pending_to_canceled=2)
+    job = await _move(jobs, job_id, S.PENDING, S.CANCELED, 2)
     assert job["status"] == "CANCELED"
     assert job["active"] is False
 
@@ -98,19 +105,46 @@ async def test_usage_and_cost_add_up(jobs):
 
 async def test_requeue_reopens_a_finished_job(jobs):
     job_id = await _job(jobs, total=1)
-    await _apply(jobs, job_id, pending_to_processing=1)
-    job = await _apply(jobs, job_id, processing_to_failed=1)
-    assert job["finishedAt"] is not None
-    job = await _apply(jobs, job_id, failed_to_pending=1)
-    assert job["status"] == "PENDING"  # nothing of it has started again
+    await jobs.update_one({"_id": job_id}, started_pipeline())
+    job = await _move(jobs, job_id, S.PROCESSING, S.FAILED)
+    assert job["finishedAt"] is not None and not job["active"]
+    job = await _move(jobs, job_id, S.FAILED, S.PENDING)
+    assert job["status"] == "PROCESSING"
     assert job["active"] is True
     assert job["finishedAt"] is None
+
+
+async def test_journal_entries_are_added_and_dropped(jobs):
+    job_id = await _job(jobs)
+    job = await _move(
+        jobs,
+        job_id,
+        S.PROCESSING,
+        S.PROCESSED,
+        journal_add={"b": "b1", "lane": "w"},
+    )
+    job = await _move(
+        jobs,
+        job_id,
+        S.PROCESSING,
+        S.PROCESSED,
+        journal_add={"b": "b2", "lane": "w"},
+        journal_drop=["b1"],
+    )
+    assert [e["b"] for e in job["journal"]] == ["b2"]
+    job = await _move(jobs, job_id, S.PENDING, S.PENDING, journal_drop=["b2"])
+    assert job["journal"] == []
 
 
 def test_delta_bookkeeping():
     delta = JobDelta()
     assert delta.is_empty()
-    delta.move(S.PENDING, S.PROCESSING, 3)
+    delta.move(S.PENDING, S.PROCESSING, 3)  # not stored: derived
+    assert delta.is_empty()
     delta.move(S.PROCESSING, S.PROCESSED, 3)
-    assert delta.counts == {"PENDING": -3, "PROCESSING": 0, "PROCESSED": 3}
-    assert not delta.is_empty()
+    delta.move(S.FAILED, S.PENDING, 1)
+    delta.add_usage(1, 2, 0.5)
+    assert delta.counts == {"PROCESSED": 3, "FAILED": -1}
+    undo = delta.reversed()
+    assert undo.counts == {"PROCESSED": -3, "FAILED": 1}
+    assert (undo.input_tokens, undo.output_tokens, undo.cost) == (-1, -2, -0.5)

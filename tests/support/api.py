@@ -43,3 +43,76 @@ def register_client(
     assert response.status_code == 201, response.text
     data = response.json()
     return ClientCredentials(data["clientId"], data["apiKey"], data["name"])
+
+
+def create_model(
+    http: httpx2.Client,
+    admin_headers: dict[str, str],
+    fake_url: str,
+    name: str,
+    *,
+    provider: str = "openai",
+    max_concurrency: int = 4,
+    pricing: tuple[float, float] = (1.0, 2.0),
+    **limits: int,
+) -> dict[str, object]:
+    """Add a catalog model served by the fake provider (model id = name)."""
+    from providers.fake import fake_model_config
+
+    body = {
+        "name": name,
+        "provider": provider,
+        "config": fake_model_config(
+            provider, name, fake_url, timeoutSeconds=10
+        ),
+        "limits": {"maxConcurrency": max_concurrency, **limits},
+        "pricing": {
+            "inputPerMillion": pricing[0],
+            "outputPerMillion": pricing[1],
+        },
+    }
+    response = http.post("/admin/models", json=body, headers=admin_headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, object] = response.json()
+    return created
+
+
+def wait_for_job(
+    http: httpx2.Client,
+    client: ClientCredentials,
+    job_id: str,
+    *,
+    until: tuple[str, ...] = ("PROCESSED", "FAILED", "CANCELED"),
+    timeout_s: float = 120.0,
+) -> dict[str, object]:
+    """Poll a job until its status is one of ``until`` and it is idle."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    job: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        job = http.get(f"/jobs/{job_id}", headers=client.headers).json()
+        counts = job["counts"]
+        assert isinstance(counts, dict)
+        idle = counts["PENDING"] == 0 and counts["PROCESSING"] == 0
+        if job["status"] in until and idle:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def all_results(
+    http: httpx2.Client, client: ClientCredentials, job_id: str
+) -> list[dict[str, object]]:
+    """Every item of a job, through the paged results endpoint."""
+    items: list[dict[str, object]] = []
+    cursor: str | None = "0"
+    while cursor is not None:
+        page = http.get(
+            f"/jobs/{job_id}/results",
+            params={"cursor": cursor, "limit": 1000},
+            headers=client.headers,
+        ).json()
+        items += page["items"]
+        cursor = page["nextCursor"]
+    return items

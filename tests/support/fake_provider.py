@@ -47,7 +47,12 @@ class FakeProviderProcess:
     def stats(self, model: str) -> dict[str, Any]:
         """What the server saw of one model."""
         data = self._http.get("/_fake/stats").json()
-        empty = {"requests": 0, "maxInFlight": 0, "inFlight": 0, "timestamps": []}
+        empty = {
+            "requests": 0,
+            "maxInFlight": 0,
+            "inFlight": 0,
+            "timestamps": [],
+        }
         return data["models"].get(model, empty)
 
     def stop(self) -> None:

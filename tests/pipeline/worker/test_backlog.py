@@ -70,7 +70,9 @@ def test_models_are_separate_queues():
     backlog = Backlog()
     track = _job(ObjectId())
     backlog.add_job(track)
-    backlog.add_ready(track.job_id, _items(track, 2, "a") + _items(track, 3, "b"))
+    backlog.add_ready(
+        track.job_id, _items(track, 2, "a") + _items(track, 3, "b")
+    )
     assert backlog.ready_count("a") == 2 and backlog.ready_count("b") == 3
     assert len(backlog.take("b", 10)) == 3
     assert backlog.ready_count("a") == 2

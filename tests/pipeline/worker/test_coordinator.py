@@ -27,9 +27,16 @@ def _report(limit, demand, in_flight=0, enforced=0, rpm=None):
 def test_water_fill_follows_demand_and_spreads_the_rest():
     assert water_fill(10, {"a": 3, "b": 100}) == {"a": 3, "b": 7}
     assert water_fill(10, {"a": 0, "b": 0}) == {"a": 5, "b": 5}
-    assert water_fill(9, {"a": 100, "b": 100, "c": 100}) == {"a": 3, "b": 3, "c": 3}
+    assert water_fill(9, {"a": 100, "b": 100, "c": 100}) == {
+        "a": 3,
+        "b": 3,
+        "c": 3,
+    }
     assert water_fill(3, {"a": 1}) == {"a": 3}
-    for capacity, demands in [(7, {"a": 2, "b": 9, "c": 0}), (1, {"a": 5, "b": 5})]:
+    for capacity, demands in [
+        (7, {"a": 2, "b": 9, "c": 0}),
+        (1, {"a": 5, "b": 5}),
+    ]:
         assert sum(water_fill(capacity, demands).values()) == capacity
 
 
@@ -47,7 +54,9 @@ def test_growth_waits_until_others_shrink():
     a = 10
     b = coordinator.sync("b", _report(10, 100))["m"]["concurrency"]
     assert b == 0  # a may still run 10 calls
-    a = coordinator.sync("a", _report(10, 100, in_flight=10, enforced=10))["m"]["concurrency"]
+    a = coordinator.sync("a", _report(10, 100, in_flight=10, enforced=10))[
+        "m"
+    ]["concurrency"]
     assert a == 5  # told to shrink
     # a applied the smaller share but 8 calls still run
     b = coordinator.sync("b", _report(10, 100))["m"]["concurrency"]
@@ -74,14 +83,18 @@ def test_reserved_capacity_never_exceeds_the_limit(seed):
         name = rng.choice("abc")
         h = holders[name]
         # calls start up to the enforced share and finish at random
-        h["in_flight"] = max(0, min(h["share"], h["in_flight"] + rng.randint(-3, 3)))
+        h["in_flight"] = max(
+            0, min(h["share"], h["in_flight"] + rng.randint(-3, 3))
+        )
         answer = coordinator.sync(
             name,
             _report(limit, rng.randint(0, 20), h["in_flight"], h["share"]),
         )["m"]["concurrency"]
         h["share"] = answer
         h["in_flight"] = min(h["in_flight"], max(h["in_flight"], 0))
-        possible = sum(max(x["share"], x["in_flight"]) for x in holders.values())
+        possible = sum(
+            max(x["share"], x["in_flight"]) for x in holders.values()
+        )
         assert possible <= limit
         clock.now += 0.1
 
@@ -98,7 +111,9 @@ def test_dead_holders_are_forgotten():
 
 def test_a_restarted_coordinator_grows_nobody_at_first():
     clock = Clock()
-    coordinator = LimitsCoordinator(restarted=True, holder_ttl_s=5, clock=clock)
+    coordinator = LimitsCoordinator(
+        restarted=True, holder_ttl_s=5, clock=clock
+    )
     share = coordinator.sync("a", _report(8, 10, in_flight=2, enforced=3))
     assert share["m"]["concurrency"] == 3
     assert coordinator.sync("b", _report(8, 10))["m"]["concurrency"] == 0

@@ -17,7 +17,12 @@ POLICY = RetryPolicy(base_delay_s=1, max_delay_s=8, jitter=1.0)
 
 @pytest.mark.parametrize(
     "error",
-    [TransientError("503"), StreamError("cut"), RateLimitError("429"), KeyError("bug")],
+    [
+        TransientError("503"),
+        StreamError("cut"),
+        RateLimitError("429"),
+        KeyError("bug"),
+    ],
 )
 def test_retryable_errors_retry_until_max_attempts(error):
     rng = random.Random(1)
@@ -28,7 +33,11 @@ def test_retryable_errors_retry_until_max_attempts(error):
 
 @pytest.mark.parametrize(
     "error",
-    [PermanentError("400"), ContentFilterError("no"), AuthenticationError("401")],
+    [
+        PermanentError("400"),
+        ContentFilterError("no"),
+        AuthenticationError("401"),
+    ],
 )
 def test_permanent_errors_fail_at_once(error):
     assert not POLICY.decide(error, 1, 5, random.Random(1)).retry
@@ -52,7 +61,9 @@ def test_retry_after_is_never_undercut():
 
 
 def test_error_record_keeps_the_type():
-    record = error_record(RateLimitError("slow", status_code=429, retry_after=2))
+    record = error_record(
+        RateLimitError("slow", status_code=429, retry_after=2)
+    )
     assert record == {
         "type": "rate_limited",
         "message": "slow",

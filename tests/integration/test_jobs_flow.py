@@ -1,0 +1,468 @@
+"""Jobs end to end: HTTP app, worker actors, fake provider, database."""
+
+import time
+
+import pytest
+from pymongo import MongoClient
+
+from tests.support.api import (
+    all_results,
+    create_model,
+    register_client,
+    wait_for_job,
+)
+from tests.support.fake_provider import unique_model
+
+pytestmark = pytest.mark.ray
+
+
+def _submit(http, client, items, **options):
+    response = http.post(
+        "/jobs", json={"items": items, **options}, headers=client.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _inline(model, n, prefix="q"):
+    return [
+        {
+            "model": model,
+            "userContent": f"{prefix} {i} word",
+            "customId": f"{prefix}-{i}",
+        }
+        for i in range(n)
+    ]
+
+
+def test_two_thousand_items_three_models_two_clients(
+    http, admin_headers, fake
+):
+    limits = {"openai": 4, "anthropic": 6, "gemini": 5}
+    models = {}
+    for provider, limit in limits.items():
+        name = unique_model(provider)
+        create_model(
+            http,
+            admin_headers,
+            fake.url,
+            name,
+            provider=provider,
+            max_concurrency=limit,
+        )
+        fake.configure({name: {"latencyMs": {"min": 5, "max": 40}}})
+        models[provider] = name
+    alice = register_client(http, admin_headers, "alice")
+    bob = register_client(http, admin_headers, "bob")
+    names = list(models.values())
+    sizes = {"a": 1200, "b": 800}
+    expected = {name: 0 for name in names}
+    jobs = []
+    for (prefix, size), client in zip(
+        sizes.items(), (alice, bob), strict=True
+    ):
+        items = []
+        for i in range(size):
+            model = names[i % 3]
+            expected[model] += 1
+            items.append(
+                {
+                    "model": model,
+                    "userContent": f"{prefix} {i}",
+                    "customId": f"{prefix}{i}",
+                }
+            )
+        jobs.append((client, _submit(http, client, items)))
+    for client, job in jobs:
+        done = wait_for_job(http, client, job["id"], timeout_s=240)
+        assert done["status"] == "PROCESSED"
+        assert done["counts"]["PROCESSED"] == job["totalItems"]
+        assert done["counts"]["FAILED"] == 0
+        items = all_results(http, client, job["id"])
+        assert [i["seq"] for i in items] == list(range(job["totalItems"]))
+        assert all(
+            i["status"] == "PROCESSED" and i["attempts"] == 1 for i in items
+        )
+        # The fake echoes the user message: answers match their items.
+        assert all(
+            i["result"]["text"] == f"{i['customId'][0]} {i['customId'][1:]}"
+            for i in items
+        )
+        tokens_in = sum(i["result"]["inputTokens"] for i in items)
+        tokens_out = sum(i["result"]["outputTokens"] for i in items)
+        assert done["usage"] == {
+            "inputTokens": tokens_in,
+            "outputTokens": tokens_out,
+        }
+        cost = sum(i["result"]["cost"] for i in items)
+        assert done["cost"] == pytest.approx(cost)
+        assert done["progress"] == 1.0
+    for provider, name in models.items():
+        stats = fake.stats(name)
+        # Each item called exactly once; never more in flight than allowed
+        # across the two worker replicas of the provider.
+        assert stats["requests"] == expected[name]
+        assert 1 <= stats["maxInFlight"] <= limits[provider]
+
+
+def test_single_item_is_picked_up_without_waiting_for_a_poll(
+    http, admin_headers, fake, client_a, service_env
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    fake.configure({name: {"latencyMs": 5}})
+    started = time.monotonic()
+    job = _submit(http, client_a, _inline(name, 1))
+    wait_for_job(http, client_a, job["id"], timeout_s=30)
+    took = time.monotonic() - started
+    # The poll interval is a safety net, not the trigger.
+    assert took < float(service_env["POLL_INTERVAL"])
+
+
+def test_nothing_is_written_when_one_item_is_bad(
+    http, admin_headers, fake, client_a, mongo_uri, db_name
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    prompt = http.post(
+        "/prompts",
+        json={
+            "name": "t",
+            "systemPrompt": "s",
+            "userTemplate": "Hi {{who}} {{where}}",
+        },
+        headers=client_a.headers,
+    ).json()
+    items = [
+        {"model": name, "userContent": "fine"},
+        {"model": "no-such-model", "userContent": "x"},
+        {
+            "model": name,
+            "promptId": "0123456789abcdef01234567",
+            "variables": {},
+        },
+        {"model": name, "promptId": prompt["id"], "variables": {"who": "Ann"}},
+        {
+            "model": name,
+            "promptId": prompt["id"],
+            "promptVersion": 9,
+            "variables": {},
+        },
+        {"model": name, "userContent": "dup", "customId": "same"},
+        {"model": name, "userContent": "dup", "customId": "same"},
+    ]
+    response = http.post(
+        "/jobs", json={"items": items}, headers=client_a.headers
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    fields = {e["field"] for e in error["errors"]}
+    assert fields == {
+        "items[1].model",
+        "items[2].promptId",
+        "items[3].variables",
+        "items[4].promptId",
+        "items[6].customId",
+    }
+    assert error["unknownModels"] == ["no-such-model"]
+    assert set(error["unknownPrompts"]) == {
+        "0123456789abcdef01234567",
+        prompt["id"],
+    }
+    assert "where" in next(
+        e["message"]
+        for e in error["errors"]
+        if e["field"] == "items[3].variables"
+    )
+    assert http.get("/jobs", headers=client_a.headers).json()["items"] == []
+    with MongoClient(mongo_uri) as mongo:
+        from bson import ObjectId
+
+        owner = ObjectId(client_a.client_id)
+        assert mongo[db_name].items.count_documents({"clientId": owner}) == 0
+        assert mongo[db_name].jobs.count_documents({"clientId": owner}) == 0
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"userContent": "no model"}, "items[0].model"),
+        ({"model": "m"}, "items[0]"),
+        (
+            {"model": "m", "userContent": "x", "temperature": 5},
+            "items[0].temperature",
+        ),
+        (
+            {"model": "m", "userContent": "x", "variables": {"a": 1}},
+            "items[0]",
+        ),
+        ({"model": "m", "promptId": "p", "systemPrompt": "s"}, "items[0]"),
+    ],
+)
+def test_item_shapes_are_checked(http, client_a, item, field):
+    response = http.post(
+        "/jobs", json={"items": [item]}, headers=client_a.headers
+    )
+    assert response.status_code == 400
+    assert field in [e["field"] for e in response.json()["error"]["errors"]]
+
+
+def test_empty_and_oversized_jobs(http, client_a):
+    response = http.post("/jobs", json={"items": []}, headers=client_a.headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["errors"][0]["field"] == "items"
+
+
+def test_prompt_items_are_rendered_and_pinned(
+    http, admin_headers, fake, client_a
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    fake.configure(
+        {
+            name: {
+                "latencyMs": 5,
+                "rules": [{"match": "(?s)Shout.*", "reply": "LOUD"}],
+            }
+        }
+    )
+    prompt = http.post(
+        "/prompts",
+        json={
+            "name": "t",
+            "systemPrompt": "Whisper.",
+            "userTemplate": "Greet {{who}}",
+        },
+        headers=client_a.headers,
+    ).json()
+    http.put(
+        f"/prompts/{prompt['id']}",
+        json={
+            "name": "t",
+            "systemPrompt": "Shout!",
+            "userTemplate": "Greet {{who}}",
+        },
+        headers=client_a.headers,
+    )
+    job = _submit(
+        http,
+        client_a,
+        [
+            {
+                "model": name,
+                "promptId": prompt["id"],
+                "promptVersion": 1,
+                "variables": {"who": "Ann"},
+            },
+            {
+                "model": name,
+                "promptId": prompt["id"],
+                "variables": {"who": "Bob"},
+            },
+        ],
+    )
+    wait_for_job(http, client_a, job["id"], timeout_s=60)
+    first, second = all_results(http, client_a, job["id"])
+    assert first["result"]["text"] == "Greet Ann"  # v1: no rule matches, echo
+    assert second["result"]["text"] == "LOUD"  # latest: "Shout!" matches
+
+
+def test_results_pages_and_json_lines(http, admin_headers, fake, client_a):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name, max_concurrency=8)
+    fake.configure({name: {"latencyMs": 1}})
+    job = _submit(http, client_a, _inline(name, 250))
+    wait_for_job(http, client_a, job["id"], timeout_s=60)
+    page = http.get(
+        f"/jobs/{job['id']}/results",
+        params={"limit": 100},
+        headers=client_a.headers,
+    ).json()
+    assert len(page["items"]) == 100 and page["nextCursor"] == "100"
+    last = http.get(
+        f"/jobs/{job['id']}/results",
+        params={"limit": 100, "cursor": 200},
+        headers=client_a.headers,
+    ).json()
+    assert len(last["items"]) == 50 and last["nextCursor"] is None
+    assert [i["customId"] for i in last["items"]] == [
+        f"q-{i}" for i in range(200, 250)
+    ]
+    lines = http.get(
+        f"/jobs/{job['id']}/results",
+        headers={**client_a.headers, "Accept": "application/x-ndjson"},
+    )
+    assert lines.headers["content-type"].startswith("application/x-ndjson")
+    import json
+
+    rows = [json.loads(line) for line in lines.text.splitlines()]
+    assert [r["customId"] for r in rows] == [f"q-{i}" for i in range(250)]
+    same = http.get(
+        f"/jobs/{job['id']}/results",
+        params={"format": "jsonl"},
+        headers=client_a.headers,
+    )
+    assert same.text == lines.text
+
+
+def test_results_are_readable_while_the_job_runs(
+    http, admin_headers, fake, client_a
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name, max_concurrency=2)
+    fake.configure({name: {"latencyMs": 100}})
+    job = _submit(http, client_a, _inline(name, 40))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = http.get(f"/jobs/{job['id']}", headers=client_a.headers).json()
+        if 0 < state["counts"]["PROCESSED"] < 40:
+            break
+        time.sleep(0.1)
+    assert state["status"] == "PROCESSING"
+    items = all_results(http, client_a, job["id"])
+    statuses = {i["status"] for i in items}
+    assert "PROCESSED" in statuses and statuses & {"PENDING", "PROCESSING"}
+    wait_for_job(http, client_a, job["id"], timeout_s=60)
+
+
+def test_job_listing(http, admin_headers, fake, client_b):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    ids = [_submit(http, client_b, _inline(name, 1))["id"] for _ in range(3)]
+    first = http.get(
+        "/jobs", params={"limit": 2}, headers=client_b.headers
+    ).json()
+    assert [j["id"] for j in first["items"]] == ids[::-1][:2]
+    rest = http.get(
+        "/jobs",
+        params={"limit": 2, "cursor": first["nextCursor"]},
+        headers=client_b.headers,
+    ).json()
+    assert [j["id"] for j in rest["items"]] == ids[:1]
+    for job_id in ids:
+        wait_for_job(http, client_b, job_id, timeout_s=30)
+    done = http.get(
+        "/jobs", params={"status": "PROCESSED"}, headers=client_b.headers
+    ).json()
+    assert len(done["items"]) == 3
+
+
+def test_idempotency_key_returns_the_original_job(
+    http, admin_headers, fake, client_a
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    body = {"items": _inline(name, 3), "idempotencyKey": "batch-7"}
+    first = http.post("/jobs", json=body, headers=client_a.headers)
+    again = http.post("/jobs", json=body, headers=client_a.headers)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    other = http.post(
+        "/jobs",
+        json={**body, "items": _inline(name, 4)},
+        headers=client_a.headers,
+    )
+    assert other.status_code == 409
+    assert other.json()["error"]["jobId"] == first.json()["id"]
+    listed = http.get("/jobs", headers=client_a.headers).json()["items"]
+    assert len(listed) == 1
+
+
+def test_another_clients_job_is_404(
+    http, admin_headers, fake, client_a, client_b
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    job = _submit(http, client_a, _inline(name, 2))
+    base = f"/jobs/{job['id']}"
+    for method, path in [
+        ("GET", base),
+        ("GET", base + "/results"),
+        ("POST", base + "/cancel"),
+        ("POST", base + "/consume"),
+        ("POST", base + "/error-consuming"),
+        ("DELETE", base),
+    ]:
+        assert (
+            http.request(method, path, headers=client_b.headers).status_code
+            == 404
+        )
+    assert http.get(base, headers=client_a.headers).status_code == 200
+
+
+def test_consume_and_illegal_transitions(http, admin_headers, fake, client_a):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name)
+    job = _submit(http, client_a, _inline(name, 2))
+    wait_for_job(http, client_a, job["id"], timeout_s=30)
+    canceled = http.post(f"/jobs/{job['id']}/cancel", headers=client_a.headers)
+    assert canceled.status_code == 409
+    assert canceled.json()["error"]["currentStatus"] == "PROCESSED"
+    consumed = http.post(
+        f"/jobs/{job['id']}/consume", headers=client_a.headers
+    )
+    assert (
+        consumed.status_code == 200 and consumed.json()["status"] == "CONSUMED"
+    )
+    assert consumed.json()["consumedAt"]
+    again = http.post(
+        f"/jobs/{job['id']}/error-consuming", headers=client_a.headers
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["currentStatus"] == "CONSUMED"
+
+
+def test_cancel_keeps_what_ran_and_cancels_the_rest(
+    http, admin_headers, fake, client_a
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name, max_concurrency=2)
+    fake.configure({name: {"latencyMs": 150}})
+    job = _submit(http, client_a, _inline(name, 60))
+    deadline = time.monotonic() + 30
+    while (
+        http.get(f"/jobs/{job['id']}", headers=client_a.headers).json()[
+            "counts"
+        ]["PROCESSED"]
+        < 2
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    response = http.post(f"/jobs/{job['id']}/cancel", headers=client_a.headers)
+    assert (
+        response.status_code == 200 and response.json()["status"] == "CANCELED"
+    )
+    done = wait_for_job(
+        http, client_a, job["id"], until=("CANCELED",), timeout_s=60
+    )
+    counts = done["counts"]
+    assert counts["CANCELED"] > 0 and counts["PROCESSED"] >= 2
+    assert counts["CANCELED"] + counts["PROCESSED"] == 60
+    items = all_results(http, client_a, job["id"])
+    assert sum(i["status"] == "CANCELED" for i in items) == counts["CANCELED"]
+    requests = fake.stats(name)["requests"]
+    time.sleep(1)
+    assert fake.stats(name)["requests"] == requests  # nothing more runs
+
+
+def test_delete_hides_the_job_and_cancels_its_items(
+    http, admin_headers, fake, client_a
+):
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name, max_concurrency=1)
+    fake.configure({name: {"latencyMs": 200}})
+    job = _submit(http, client_a, _inline(name, 30))
+    assert (
+        http.delete(f"/jobs/{job['id']}", headers=client_a.headers).status_code
+        == 204
+    )
+    assert (
+        http.get(f"/jobs/{job['id']}", headers=client_a.headers).status_code
+        == 404
+    )
+    assert http.get("/jobs", headers=client_a.headers).json()["items"] == []
+    time.sleep(2)
+    before = fake.stats(name)["requests"]
+    time.sleep(1.5)
+    assert fake.stats(name)["requests"] == before
+    assert before < 30
