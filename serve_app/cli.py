@@ -104,12 +104,18 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def catch_signals() -> None:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    catch_signals()
     started = time.monotonic()
     try:
         _say(_banner_start(settings))
         stack.start()
+        # ray.init installs its own SIGTERM handler (it dumps a trace and
+        # exits at once): take the signals back for an orderly stop.
+        catch_signals()
         _say(_banner_ready(settings, stack, time.monotonic() - started))
         stop.wait()
         _say("metasync: stopping…")
