@@ -79,13 +79,12 @@ def validate_spec(spec: ModelSpec) -> None:
     Raises:
         ValidationFailed: Naming ``provider`` or ``config.<field>``.
     """
-    from providers.registry import get_provider
-
     from providers.errors import (
         ConfigError,
         MissingDependencyError,
         UnknownProviderError,
     )
+    from providers.registry import get_provider
 
     for key in spec.config:
         if _SECRET_CONFIG.match(key):
