@@ -21,6 +21,11 @@ from pipeline.store.retry import safe_operation
 #: Short, so an outage becomes a prompt 503 rather than a hung request.
 SERVER_SELECTION_TIMEOUT_MS = 3000
 
+#: How long a reply may take on an open connection. The driver waits
+#: forever by default: a connection that dies without a reset (a network
+#: partition, a stalled proxy) would hang its operation for good.
+SOCKET_TIMEOUT_MS = 20_000
+
 _LIVE = ("_metadata.isDeleted", ASCENDING)
 
 #: Indexes per collection. SecantusDB (the local server) only keeps a
@@ -77,6 +82,7 @@ def create_mongo_client(
         The client; it connects lazily.
     """
     options.setdefault("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS)
+    options.setdefault("socketTimeoutMS", SOCKET_TIMEOUT_MS)
     options.setdefault("tz_aware", True)
     return AsyncMongoClient(connection_string, appname=app_name, **options)
 

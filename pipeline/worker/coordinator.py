@@ -26,6 +26,8 @@ from typing import Any
 
 SYNC_INTERVAL_S = 0.5
 HOLDER_TTL_S = 10.0
+#: Seconds between changes of who gets the odd slots of a model.
+TURN_S = 2.0
 
 
 @dataclass
@@ -49,14 +51,23 @@ class _ModelState:
     holders: dict[str, _Holder] = field(default_factory=dict)
 
 
-def water_fill(capacity: int, demands: dict[str, int]) -> dict[str, int]:
+def water_fill(
+    capacity: int, demands: dict[str, int], turn: int = 0
+) -> dict[str, int]:
     """Split ``capacity`` by demand; what nobody wants is spread evenly.
 
-    Deterministic: ties go to holders in name order.
+    When the capacity does not divide evenly, the holders that get the
+    odd slots change with ``turn`` (the coordinator advances it every
+    :data:`TURN_S`), so a holder is never starved by a tie: with one
+    slot and two busy holders, each gets it in turn.
     """
     shares = dict.fromkeys(demands, 0)
     remaining = capacity
-    wanting = sorted(h for h, d in demands.items() if d > 0)
+    names = sorted(demands)
+    if names:
+        start = turn % len(names)
+        names = names[start:] + names[:start]
+    wanting = [h for h in names if demands[h] > 0]
     while remaining > 0 and wanting:
         each = max(1, remaining // len(wanting))
         for holder in list(wanting):
@@ -67,7 +78,7 @@ def water_fill(capacity: int, demands: dict[str, int]) -> dict[str, int]:
                 wanting.remove(holder)
             if remaining == 0:
                 break
-    everyone = sorted(demands)
+    everyone = names
     index = 0
     while remaining > 0 and everyone:
         shares[everyone[index % len(everyone)]] += 1
@@ -172,6 +183,7 @@ class LimitsCoordinator:
         targets = water_fill(
             state.concurrency,
             {name: h.demand for name, h in state.holders.items()},
+            turn=int(now // TURN_S),
         )
         target = targets[holder]
         others = sum(

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import hashlib
 import json
 import math
+import os
 import random
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo.monitoring import (
@@ -74,6 +76,7 @@ from providers.errors import ProviderError, RateLimitError
 S = Status
 log = get_logger(__name__)
 
+T = TypeVar("T")
 SyncLimits = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 #: Output tokens assumed for a call without ``maxTokens`` (tpm estimate).
@@ -83,6 +86,7 @@ CHAT_ATTEMPTS = 3
 #: Longest a chat call waits for a provider's Retry-After.
 CHAT_MAX_RETRY_WAIT_S = 30.0
 SYNC_INTERVAL_S = 0.5
+FAST_SYNC_INTERVAL_S = 0.1
 
 
 def estimate_tokens(
@@ -236,6 +240,7 @@ class ProviderWorker:
         return {
             "worker": self.name,
             "incarnation": self.incarnation,
+            "pid": os.getpid(),
             "roundTrips": self.round_trips,
             "claims": self._claims,
             "jobs": len(self.backlog.jobs),
@@ -455,33 +460,54 @@ class ProviderWorker:
         owner = f"{self.holder}/{self._claims}"
         began = time.monotonic()
         try:
-            claimed = await self._items.claim(
-                candidates, owner, self._lease_seconds(model)
-            )
-            self.metrics.timed("claim", time.monotonic() - began)
-        except Exception as error:
-            log.warning("claim_failed", model=model, error=str(error))
+            try:
+                claimed = await self._items.claim(
+                    candidates, owner, self._lease_seconds(model)
+                )
+                self.metrics.timed("claim", time.monotonic() - began)
+            except Exception as error:
+                # The claim may or may not have been applied: ask the
+                # database (once it answers) which items carry our lease.
+                log.warning("claim_failed", model=model, error=str(error))
+                ids = [item["_id"] for item in candidates]
+                claimed = await self._persist(
+                    lambda: self._items.claimed_by(ids, owner), "claim check"
+                )
+            taken = {item["_id"] for item in claimed}
             for item in reversed(candidates):
                 track = self.backlog.jobs.get(item["jobId"])
-                if track is not None:
+                if item["_id"] not in taken and track is not None:
+                    # Still PENDING if nobody else took it; a later claim
+                    # finds out.
                     track.ready.setdefault(model, deque()).appendleft(item)
-            await asyncio.sleep(1)
-            return
+            await self._persist(
+                lambda: self._mark_started(claimed), "mark started"
+            )
+            runnable = await self._persist(
+                lambda: self._prepare(model, claimed), "prepare items"
+            )
         finally:
             self._claiming.discard(model)
             self._wake.set()
-        try:
-            await self._mark_started(claimed)
-            runnable = await self._prepare(model, claimed)
-        except Exception as error:
-            # Leased but not runnable now (e.g. the database went away
-            # while reading prompts): fail this attempt as a retry.
-            log.warning("prepare_failed", model=model, error=str(error))
-            for item in claimed:
-                self._writer.add(self._retry_outcome(item, error))
-            return
         self.waiting[model].extend(runnable)
         self._start_calls(model)
+
+    async def _persist(
+        self, operation: Callable[[], Awaitable[T]], what: str
+    ) -> T:
+        """Run a database step until it succeeds.
+
+        The database may be briefly gone; claimed items wait meanwhile,
+        under their lease.
+        """
+        delay = 0.2
+        while True:
+            try:
+                return await operation()
+            except Exception as error:
+                log.warning("database_step_retry", step=what, error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     async def _mark_started(self, items: list[Item]) -> None:
         """Record the first claim of each job (its status: PROCESSING)."""
@@ -656,14 +682,6 @@ class ProviderWorker:
         )
         return Outcome(item=item, status=S.FAILED, error=record)
 
-    def _retry_outcome(self, item: Item, error: Exception) -> Outcome:
-        return Outcome(
-            item=item,
-            status=S.PENDING,
-            error=error_record(error),
-            next_attempt_at=utcnow() + timedelta(seconds=1),
-        )
-
     async def _written(self, report: WriteReport) -> None:
         """After a batch is written: schedule retries, count outcomes."""
         self.metrics.timed("write", report.seconds)
@@ -815,7 +833,7 @@ class ProviderWorker:
 
     async def _syncer(self) -> None:
         while True:
-            await asyncio.sleep(SYNC_INTERVAL_S)
+            await asyncio.sleep(self._sync_interval())
             self.metrics.export()
             try:
                 await self._sync_once()
@@ -842,6 +860,19 @@ class ProviderWorker:
                     Share(share["concurrency"], share["rpm"], share["tpm"])
                 )
         self._wake.set()
+
+    def _sync_interval(self) -> float:
+        """Sync often while a share is changing hands, else calmly.
+
+        A worker waiting for capacity, or one that must give some back,
+        syncs every tenth of a second so the handover is quick.
+        """
+        for name in self.models:
+            limiter = self.limiters[name]
+            starved = limiter.share.concurrency == 0 and self._demand(name)
+            if starved or limiter.in_flight > limiter.share.concurrency:
+                return FAST_SYNC_INTERVAL_S
+        return SYNC_INTERVAL_S
 
     def _demand(self, model: str) -> int:
         return (
@@ -975,8 +1006,12 @@ class ProviderWorker:
             self._loop_lag_ms = 0.9 * self._loop_lag_ms + 0.1 * lag_ms
             self.metrics.loop_lag(self._loop_lag_ms)
 
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        # A fresh context: a task spawned while a call's job and item ids
+        # are bound must not log under them.
+        task = asyncio.get_running_loop().create_task(
+            coroutine, context=contextvars.Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

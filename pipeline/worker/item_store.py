@@ -121,6 +121,9 @@ class ItemStore:
         # Journal entries of this lane whose items are written: removed
         # from the job with the next update (or by tidy_journal).
         self._settled: dict[ObjectId, list[str]] = defaultdict(list)
+        # Batches whose job update went through but whose item write
+        # failed: settled (like a dead writer's) before the next write.
+        self._uncertain: dict[str, dict[ObjectId, list[list[Any]]]] = {}
 
     # -- reading -----------------------------------------------------
 
@@ -264,6 +267,19 @@ class ItemStore:
                 taken.append(item)
         return taken
 
+    async def claimed_by(self, ids: list[ObjectId], owner: str) -> list[Item]:
+        """The items among ``ids`` leased to ``owner``.
+
+        Asked after a claim whose answer was lost.
+        """
+        found: list[Item] = []
+        for chunk in _chunks(ids, MAX_IDS_PER_QUERY):
+            found += await self.items.find(
+                {"_id": {"$in": list(chunk)}, "leaseOwner": owner},
+                ITEM_PROJECTION,
+            ).to_list()
+        return found
+
     async def mark_started(self, job_ids: Iterable[ObjectId]) -> None:
         """Record that jobs have started (their first claim)."""
         ops = [UpdateOne({"_id": j}, started_pipeline()) for j in job_ids]
@@ -272,16 +288,23 @@ class ItemStore:
 
     # -- finishing ---------------------------------------------------
 
-    async def finish(self, outcomes: list[Outcome]) -> WriteReport:
+    async def finish(
+        self, outcomes: list[Outcome], batch: str | None = None
+    ) -> WriteReport:
         """Write a batch of outcomes and their jobs' counters.
 
         Each item write is guarded by the item's lease token: an item
         whose lease expired and was taken by another worker is not
         written (it is reported as ``lost``), so no item completes twice.
+
+        Args:
+            outcomes: What to write.
+            batch: The batch id; pass the same one when retrying a
+                failed write of the same outcomes (it is idempotent).
         """
         began = time.monotonic()
         changes = [self._finish_change(o) for o in outcomes]
-        written = await self._write(changes)
+        written = await self._write(changes, batch)
         done = {id(c.item) for c in written}
         return WriteReport(
             written=[o for o in outcomes if id(o.item) in done],
@@ -389,40 +412,51 @@ class ItemStore:
 
     # -- the journaled write -------------------------------------------
 
-    async def _write(self, changes: list[_Change]) -> list[_Change]:
+    async def _write(
+        self, changes: list[_Change], batch: str | None = None
+    ) -> list[_Change]:
         """Apply item changes and their counters, job first.
+
+        Safe to repeat with the same ``batch``: the job update applies
+        once per batch, and items written by an earlier try carry its
+        stamp. A try that fails after the job update leaves the batch
+        *uncertain*; unless retried, it is settled before the next write.
 
         Returns:
             The changes whose item write took effect.
         """
         if not changes:
             return []
-        batch = str(ObjectId())
+        batch = batch or str(ObjectId())
+        await self._settle_uncertain(keep=batch)
         counted = [c for c in changes if c.counted]
         deltas = self._deltas(counted)
-        if deltas:
-            await self._apply_to_jobs(deltas, batch, counted)
-        ops = []
-        for change in changes:
-            update = {**change.update}
-            update["$set"] = {**update["$set"], "batch": batch}
-            ops.append(UpdateOne(change.filter, update))
-        result = await self.items.bulk_write(ops, ordered=False)
-        if result.modified_count == len(ops):
-            written = changes
-        else:
-            written = await self._stamped(changes, batch)
-        if deltas:
-            lost = [c for c in counted if not any(w is c for w in written)]
-            if lost:
-                compensation = {
-                    job: delta.reversed()
-                    for job, delta in self._deltas(lost).items()
-                }
-                await self._settle(compensation, batch)
+        try:
+            if deltas:
+                await self._apply_to_jobs(deltas, batch, counted)
+            ops = []
+            for change in changes:
+                update = {**change.update}
+                update["$set"] = {**update["$set"], "batch": batch}
+                ops.append(UpdateOne(change.filter, update))
+            result = await self.items.bulk_write(ops, ordered=False)
+            if result.modified_count == len(ops):
+                written = changes
+            else:
+                written = await self._stamped(changes, batch)
+            if len(written) < len(changes) and deltas:
+                # Some leases were lost: undo their counts now.
+                for job_id, moves in self._journal_moves(counted).items():
+                    entry = {"b": batch, "lane": self.lane, "items": moves}
+                    await self._settle_entry(job_id, entry)
             else:
                 for job_id in deltas:
                     self._settled[job_id].append(batch)
+        except Exception:
+            if deltas:
+                self._uncertain[batch] = self._journal_moves(counted)
+            raise
+        self._uncertain.pop(batch, None)
         return written
 
     @staticmethod
@@ -440,6 +474,27 @@ class ItemStore:
         batch: str,
         changes: list[_Change],
     ) -> None:
+        by_job = self._journal_moves(changes)
+        ops = []
+        for job_id, delta in deltas.items():
+            entry = {"b": batch, "lane": self.lane, "items": by_job[job_id]}
+            drop = self._settled.pop(job_id, [])
+            ops.append(
+                UpdateOne(
+                    # Once per batch, however often the write is tried.
+                    {"_id": job_id, "journal.b": {"$ne": batch}},
+                    update_pipeline(
+                        delta, journal_add=entry, journal_drop=drop
+                    ),
+                )
+            )
+        await self.jobs.bulk_write(ops, ordered=False)
+
+    @staticmethod
+    def _journal_moves(
+        changes: list[_Change],
+    ) -> dict[ObjectId, list[list[Any]]]:
+        """Per job, what a journal entry records of each change."""
         by_job: dict[ObjectId, list[list[Any]]] = defaultdict(list)
         for change in changes:
             by_job[change.item["jobId"]].append(
@@ -450,34 +505,7 @@ class ItemStore:
                     *change.usage,
                 ]
             )
-        ops = []
-        for job_id, delta in deltas.items():
-            entry = {"b": batch, "lane": self.lane, "items": by_job[job_id]}
-            drop = self._settled.pop(job_id, [])
-            ops.append(
-                UpdateOne(
-                    {"_id": job_id},
-                    update_pipeline(
-                        delta, journal_add=entry, journal_drop=drop
-                    ),
-                )
-            )
-        await self.jobs.bulk_write(ops, ordered=False)
-
-    async def _settle(
-        self, deltas: dict[ObjectId, JobDelta], batch: str
-    ) -> None:
-        """Apply corrections and remove the batch's journal entries."""
-        await self.jobs.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": job_id, "journal.b": batch},
-                    update_pipeline(delta, journal_drop=[batch]),
-                )
-                for job_id, delta in deltas.items()
-            ],
-            ordered=False,
-        )
+        return dict(by_job)
 
     async def _stamped(
         self, changes: list[_Change], batch: str
@@ -492,6 +520,15 @@ class ItemStore:
                 if doc.get("batch") == batch:
                     stamped.add(doc["_id"])
         return [c for c in changes if c.item["_id"] in stamped]
+
+    async def _settle_uncertain(self, keep: str) -> None:
+        """Settle this lane's uncertain batches (all but ``keep``)."""
+        for batch in [b for b in self._uncertain if b != keep]:
+            for job_id, moves in self._uncertain[batch].items():
+                await self._settle_entry(
+                    job_id, {"b": batch, "lane": self.lane, "items": moves}
+                )
+            del self._uncertain[batch]
 
     async def tidy_journal(self) -> None:
         """Remove this lane's settled entries from the jobs now."""
@@ -513,41 +550,47 @@ class ItemStore:
     ) -> int:
         """Settle journal entries that dead writers left in a job.
 
-        For each entry of one of ``lanes``, the items tell which writes
-        took effect (they carry the batch id); the counts and usage of
-        the others are taken back, and the entry is removed.
-
         Returns:
             How many entries were settled.
         """
         dead = set(lanes)
-        settled = 0
-        for entry in job.get("journal") or []:
-            if entry.get("lane") not in dead:
-                continue
-            moves = entry.get("items") or []
-            stamped: set[ObjectId] = set()
-            for chunk in _chunks([m[0] for m in moves], MAX_IDS_PER_QUERY):
-                async for doc in self.items.find(
-                    {"_id": {"$in": list(chunk)}}, {"batch": 1}
-                ):
-                    if doc.get("batch") == entry["b"]:
-                        stamped.add(doc["_id"])
-            undo = JobDelta()
-            for item_id, source, target, tokens_in, tokens_out, cost in moves:
-                if item_id not in stamped:
-                    undo.move(Status(target), Status(source))
-                    undo.add_usage(-tokens_in, -tokens_out, -cost)
-            await self.jobs.update_one(
-                {"_id": job["_id"], "journal.b": entry["b"]},
-                update_pipeline(undo, journal_drop=[entry["b"]]),
-            )
-            settled += 1
-            log.warning(
-                "journal_recovered",
-                job_id=str(job["_id"]),
-                batch=entry["b"],
-                lane=entry.get("lane"),
-                items_undone=len(moves) - len(stamped),
-            )
-        return settled
+        entries = [
+            e for e in job.get("journal") or [] if e.get("lane") in dead
+        ]
+        for entry in entries:
+            await self._settle_entry(job["_id"], entry)
+        return len(entries)
+
+    async def _settle_entry(
+        self, job_id: ObjectId, entry: dict[str, Any]
+    ) -> None:
+        """Keep what an entry's items show written; undo the rest.
+
+        The items carry the batch id of the write that changed them, so
+        the counts and usage of items never written are taken back and
+        the entry is removed, in one update guarded by the entry.
+        """
+        moves = entry.get("items") or []
+        stamped: set[ObjectId] = set()
+        for chunk in _chunks([m[0] for m in moves], MAX_IDS_PER_QUERY):
+            async for doc in self.items.find(
+                {"_id": {"$in": list(chunk)}}, {"batch": 1}
+            ):
+                if doc.get("batch") == entry["b"]:
+                    stamped.add(doc["_id"])
+        undo = JobDelta()
+        for item_id, source, target, tokens_in, tokens_out, cost in moves:
+            if item_id not in stamped:
+                undo.move(Status(target), Status(source))
+                undo.add_usage(-tokens_in, -tokens_out, -cost)
+        await self.jobs.update_one(
+            {"_id": job_id, "journal.b": entry["b"]},
+            update_pipeline(undo, journal_drop=[entry["b"]]),
+        )
+        log.warning(
+            "journal_settled",
+            job_id=str(job_id),
+            batch=entry["b"],
+            lane=entry.get("lane"),
+            items_undone=len(moves) - len(stamped),
+        )

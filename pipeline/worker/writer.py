@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from bson import ObjectId
+
 from pipeline.logging import get_logger
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 
@@ -41,13 +43,15 @@ class ResultWriter:
         self._flush_items = flush_items
         self._interval = flush_interval_s
         self._buffer: list[Outcome] = []
+        self._batch: tuple[str, list[Outcome]] | None = None
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
 
     @property
     def pending(self) -> int:
         """Outcomes not yet written."""
-        return len(self._buffer)
+        taken = len(self._batch[1]) if self._batch else 0
+        return taken + len(self._buffer)
 
     def add(self, outcome: Outcome) -> None:
         """Queue an outcome for the next batch."""
@@ -70,7 +74,7 @@ class ResultWriter:
                 log.warning(
                     "result_write_failed",
                     error=str(error),
-                    pending=len(self._buffer),
+                    pending=self.pending,
                     retry_in_s=backoff,
                 )
                 await asyncio.sleep(backoff)
@@ -78,11 +82,19 @@ class ResultWriter:
 
     async def flush(self) -> None:
         """Write everything buffered now (raises if the write fails)."""
-        while self._buffer:
-            batch = self._buffer[: self._flush_items]
-            report = await self._items.finish(batch)
-            del self._buffer[: len(batch)]
-            if len(self._buffer) < self._flush_items:
-                self._full.clear()
+        while self._batch is not None or self._buffer:
+            if self._batch is None:
+                # A batch keeps its id and its outcomes until written, so
+                # a retried write is applied once and to the same items.
+                self._batch = (
+                    str(ObjectId()),
+                    self._buffer[: self._flush_items],
+                )
+                del self._buffer[: self._flush_items]
+                if len(self._buffer) < self._flush_items:
+                    self._full.clear()
+            batch_id, outcomes = self._batch
+            report = await self._items.finish(outcomes, batch_id)
+            self._batch = None
             await self._on_written(report)
         self._arrived.clear()

@@ -100,13 +100,19 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST, as a crashed peer would."""
-    try:
+    """Close with RST, as a crashed peer would.
+
+    The shutdown first wakes a pump thread blocked reading this socket;
+    closing alone would leave it blocked on a file descriptor number that
+    a new connection may reuse (and then steal its bytes).
+    """
+    with contextlib.suppress(OSError):
         sock.setsockopt(
             socket.SOL_SOCKET,
             socket.SO_LINGER,
             b"\x01\x00\x00\x00\x00\x00\x00\x00",
         )
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass

@@ -130,3 +130,30 @@ def test_rates_are_split_with_concurrency():
     coordinator = LimitsCoordinator()
     share = coordinator.sync("a", _report(10, 5, rpm=600))["m"]
     assert share["rpm"] == 600
+
+
+def test_odd_slots_take_turns():
+    demands = {"a": 5, "b": 5}
+    assert water_fill(1, demands, turn=0) == {"a": 1, "b": 0}
+    assert water_fill(1, demands, turn=1) == {"a": 0, "b": 1}
+    assert water_fill(3, demands, turn=1) == {"a": 1, "b": 2}
+
+
+def test_a_starved_holder_gets_the_slot_in_its_turn():
+    from pipeline.worker.coordinator import TURN_S
+
+    clock = Clock()
+    coordinator = LimitsCoordinator(clock=clock)
+    got = {"a": 0, "b": 0}
+    in_flight = {"a": 0, "b": 0}
+    share = {"a": 0, "b": 0}
+    for _ in range(200):
+        for name in "ab":
+            share[name] = coordinator.sync(
+                name, _report(1, 10, in_flight[name], share[name])
+            )["m"]["concurrency"]
+            in_flight[name] = share[name]  # uses what it gets at once
+            got[name] += share[name]
+            assert sum(max(share[n], in_flight[n]) for n in "ab") <= 1
+        clock.now += TURN_S / 4
+    assert got["a"] > 40 and got["b"] > 40

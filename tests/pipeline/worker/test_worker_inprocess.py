@@ -1,0 +1,236 @@
+"""The worker as a plain class (no Ray): database outages, logs, journal.
+
+These build a :class:`ProviderWorker` directly, with a local limits
+coordinator, the fake provider in a thread, and a database reached
+through a proxy that can cut every connection.
+"""
+
+import asyncio
+import io
+import json
+import uuid
+from urllib.parse import urlparse
+
+import pytest
+from bson import ObjectId
+
+from pipeline.catalog import ModelCatalog, ModelSpec
+from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.submission import JobSubmitter
+from pipeline.jobs.validation import ItemSpec
+from pipeline.logging import configure_logging
+from pipeline.prompts import PromptService
+from pipeline.settings import Settings
+from pipeline.states import Status
+from pipeline.store import Store, create_mongo_client
+from pipeline.worker.coordinator import LimitsCoordinator
+from pipeline.worker.engine import ProviderWorker
+from pipeline.worker.item_store import ItemStore, Outcome
+from providers.fake import FakeProviderServer, fake_model_config
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def fake_thread():
+    with FakeProviderServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def env(mongo_uri, tmp_path):
+    url = urlparse(mongo_uri)
+    name = f"inproc-{uuid.uuid4().hex[:8]}"
+    with TcpProxy(url.hostname, url.port) as proxy:
+        uri = f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
+        store = Store(
+            create_mongo_client(uri, serverSelectionTimeoutMS=500), name
+        )
+        await store.ensure_indexes()
+        settings = Settings.from_env(
+            {"METASYNC_HOME": str(tmp_path), "POLL_INTERVAL": "1"}
+        ).with_overrides(db_connection_string=uri, db_name=name)
+        yield store, proxy, settings
+        await store.client.drop_database(name)
+        await store.close()
+
+
+def _worker(settings, store, coordinator=None):
+    coordinator = coordinator or LimitsCoordinator()
+
+    async def sync(holder, reports):
+        return coordinator.sync(holder, reports)
+
+    return ProviderWorker("openai", 0, settings, sync, store=store, seed=1)
+
+
+async def _job(store, settings, fake, n, model="m1", latency_ms=20):
+    fake.configure({"models": {model: {"latencyMs": latency_ms}}})
+    await ModelCatalog(store).seed(
+        [
+            ModelSpec(
+                name=model,
+                provider="openai",
+                config=fake_model_config("openai", model, fake.url),
+                limits={"maxConcurrency": 4},
+            )
+        ]
+    )
+    submitter = JobSubmitter(
+        store, ModelCatalog(store), PromptService(store), settings
+    )
+    job, _ = await submitter.submit(
+        {"id": ObjectId(), "quotas": {}},
+        [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
+        JobOptions(max_attempts=5),
+    )
+    return job
+
+
+async def _wait(store, job_id, timeout_s=60):
+    for _ in range(int(timeout_s * 10)):
+        job = await store.raw("jobs").find_one({"_id": job_id})
+        if not job["active"]:
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job not done: {job}")
+
+
+async def test_a_database_outage_loses_nothing(env, fake_thread):
+    store, proxy, settings = env
+    job = await _job(store, settings, fake_thread, 120, latency_ms=30)
+    worker = _worker(settings, store)
+    await worker.notify_job(job)
+    for _ in range(600):  # until some results are written
+        done = await store.raw("items").count_documents(
+            {"status": "PROCESSED"}
+        )
+        if done >= 20:
+            break
+        await asyncio.sleep(0.05)
+    proxy.cut()
+    await asyncio.sleep(2)  # calls finish, writes fail and wait
+    proxy.restore()
+    done = await _wait(store, job["_id"])
+    await worker.stop()
+    assert done["counts"] == {"PROCESSED": 120, "FAILED": 0, "CANCELED": 0}
+    items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
+    assert {i["status"] for i in items} == {"PROCESSED"}
+    assert sorted(i["result"]["text"] for i in items) == sorted(
+        f"item {i}" for i in range(120)
+    )
+    assert done["usage"]["outputTokens"] == sum(
+        i["result"]["outputTokens"] for i in items
+    )
+
+
+async def test_item_log_lines_carry_job_and_item_ids(env, fake_thread):
+    store, _, settings = env
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        fake_thread.configure(
+            {
+                "models": {
+                    "m1": {
+                        "faults": [{"kind": "server_error", "onCalls": [1]}]
+                    }
+                }
+            }
+        )
+        job = await _job(store, settings, fake_thread, 3)
+        fake_thread.configure(
+            {
+                "models": {
+                    "m1": {
+                        "latencyMs": 5,
+                        "faults": [{"kind": "server_error", "onCalls": [1]}],
+                    }
+                }
+            }
+        )
+        worker = _worker(settings, store)
+        await worker.notify_job(job)
+        await _wait(store, job["_id"])
+        await worker.stop()
+    finally:
+        configure_logging("INFO")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    retries = [line for line in lines if line["event"] == "item_retry"]
+    assert retries
+    for line in retries:
+        assert line["job_id"] == str(job["_id"])
+        assert ObjectId.is_valid(line["item_id"])
+        assert line["model"] == "m1"
+
+
+async def test_a_crash_between_job_and_item_writes_is_settled(
+    env, fake_thread
+):
+    store, _, settings = env
+    job = await _job(store, settings, fake_thread, 4)
+    items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
+    dead = ItemStore(store, "metasync-worker-openai-0/dead")
+    claimed = await dead.claim(items, "metasync-worker-openai-0/dead/1", 60)
+    outcomes = [
+        Outcome(
+            item=i,
+            status=Status.PROCESSED,
+            result={"text": "x"},
+            input_tokens=1,
+            output_tokens=2,
+            cost=0.5,
+        )
+        for i in claimed
+    ]
+    # The job-first half of a write, then the "crash": items unwritten.
+    changes = [dead._finish_change(o) for o in outcomes]
+    await dead._apply_to_jobs(dead._deltas(changes), "b-crash", changes)
+    half = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert half["counts"]["PROCESSED"] == 4
+    assert [e["b"] for e in half["journal"]] == ["b-crash"]
+
+    successor = ItemStore(store, "metasync-worker-openai-0/alive")
+    settled = await successor.recover_journal(
+        half, {"metasync-worker-openai-0/dead"}
+    )
+    assert settled == 1
+    fixed = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert fixed["counts"]["PROCESSED"] == 0
+    assert fixed["usage"] == {"inputTokens": 0, "outputTokens": 0}
+    assert fixed["cost"] == pytest.approx(0)
+    assert fixed["journal"] == []
+
+    # A restarted worker takes the dead one's leases back and finishes.
+    worker = _worker(settings, store)
+    worker.incarnation = "alive"
+    worker.holder = f"{worker.name}/alive"
+    await worker.start()
+    done = await _wait(store, job["_id"])
+    await worker.stop()
+    assert done["counts"]["PROCESSED"] == 4
+
+
+async def test_limits_hold_across_two_workers_in_one_loop(env, fake_thread):
+    store, _, settings = env
+    settings = settings.with_overrides(worker_replicas=2)
+    # Two windows of 500 items: each replica reads one of them.
+    job = await _job(store, settings, fake_thread, 700, latency_ms=5)
+    coordinator = LimitsCoordinator()
+
+    async def sync(holder, reports):
+        return coordinator.sync(holder, reports)
+
+    workers = [
+        ProviderWorker("openai", r, settings, sync, store=store)
+        for r in (0, 1)
+    ]
+    for worker in workers:
+        await worker.notify_job(job)
+    done = await _wait(store, job["_id"])
+    for worker in workers:
+        await worker.stop()
+    assert done["counts"]["PROCESSED"] == 700
+    assert fake_thread.stats("m1")["maxInFlight"] <= 4
+    assert all(w.stats()["claims"] > 0 for w in workers)
