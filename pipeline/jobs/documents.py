@@ -29,7 +29,7 @@ def new_job(
     options: JobOptions,
     models: list[str],
     providers: list[str],
-    request_hash: str,
+    request_hash: str | None,
 ) -> Document:
     """A job document, ready to insert (the commit point of a submit)."""
     job: Document = {
@@ -47,13 +47,13 @@ def new_job(
         "models": models,
         "providers": providers,
         "requeues": 0,
-        "requestHash": request_hash,
         "startedAt": None,
         "finishedAt": None,
         "_metadata": new_metadata(f"client:{client_id}"),
     }
     if options.idempotency_key is not None:
         job["idempotencyKey"] = options.idempotency_key
+        job["requestHash"] = request_hash
     return job
 
 

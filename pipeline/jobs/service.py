@@ -21,6 +21,7 @@ from pipeline.errors import Conflict, InvalidTransition, NotFound
 from pipeline.logging import BusinessLogger
 from pipeline.states import JOB_TRANSITIONS, Actor, Status, sources
 from pipeline.store import Store, parse_object_id
+from pipeline.store.database import LEASED
 from pipeline.store.documents import Document, not_deleted, utcnow
 from pipeline.worker.backlog import WINDOW_ITEMS
 
@@ -70,7 +71,7 @@ class JobService:
         if not job_ids:
             return counts
         async for item in self._items.find(
-            {"status": S.PROCESSING, "jobId": {"$in": job_ids}},
+            {"leaseExpiresAt": {"$gte": LEASED}, "jobId": {"$in": job_ids}},
             {"jobId": 1},
         ):
             counts[item["jobId"]] += 1

@@ -38,6 +38,7 @@ from pipeline.jobs.aggregation import (
 from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store import Store
+from pipeline.store.database import LEASED
 from pipeline.store.documents import utcnow
 
 S = Status
@@ -164,7 +165,8 @@ class ItemStore:
     async def leased_items(self) -> list[Item]:
         """Every item currently leased (in flight somewhere)."""
         return await self.items.find(
-            {"status": S.PROCESSING}, ITEM_PROJECTION
+            {"leaseExpiresAt": {"$gte": LEASED}, "status": S.PROCESSING},
+            ITEM_PROJECTION,
         ).to_list()
 
     async def system_prompts(
