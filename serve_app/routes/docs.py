@@ -30,11 +30,23 @@ async def openapi(request: Request, user: DocsUser) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+def _openapi_url(request: Request) -> str:
+    """Where the page fetches the API description from.
+
+    Scheme-relative with the host: a page opened as
+    ``http://user:secret@host/docs`` would otherwise resolve a relative
+    URL with the credentials in it, which browsers refuse to fetch; the
+    browser still sends the credentials it was given for the host.
+    """
+    host = request.headers.get("host", request.url.netloc)
+    return f"//{host}/openapi.json"
+
+
 @router.get("/docs")
 async def swagger_ui(request: Request, user: DocsUser) -> HTMLResponse:
     """Swagger UI."""
     return get_swagger_ui_html(
-        openapi_url="/openapi.json",
+        openapi_url=_openapi_url(request),
         title=f"{request.app.title} — API",
         swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
         swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
@@ -46,7 +58,7 @@ async def swagger_ui(request: Request, user: DocsUser) -> HTMLResponse:
 async def redoc(request: Request, user: DocsUser) -> HTMLResponse:
     """ReDoc."""
     return get_redoc_html(
-        openapi_url="/openapi.json",
+        openapi_url=_openapi_url(request),
         title=f"{request.app.title} — API reference",
         redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
         redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",

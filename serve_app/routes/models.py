@@ -8,10 +8,10 @@ from pipeline.catalog import ModelSpec
 from serve_app.deps import AdminKey, Context, CurrentClient
 from serve_app.schemas.models import ModelList, ModelOut
 
-router = APIRouter(tags=["models"])
+router = APIRouter()
 
 
-@router.get("/models")
+@router.get("/models", tags=["models"])
 async def list_models(context: Context, client: CurrentClient) -> ModelList:
     """Active models with provider and limits (no endpoints, no keys)."""
     documents = await context.catalog.list(active_only=True)

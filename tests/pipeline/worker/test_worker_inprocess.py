@@ -234,3 +234,21 @@ async def test_limits_hold_across_two_workers_in_one_loop(env, fake_thread):
     assert done["counts"]["PROCESSED"] == 700
     assert fake_thread.stats("m1")["maxInFlight"] <= 4
     assert all(w.stats()["claims"] > 0 for w in workers)
+
+
+async def test_expired_leases_of_another_worker_are_taken_back(
+    env, fake_thread
+):
+    store, _, settings = env
+    job = await _job(store, settings, fake_thread, 6)
+    items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
+    gone = ItemStore(store, "metasync-worker-openai-9/gone")
+    # Leased by a worker that vanished, for a second only.
+    await gone.claim(items[:4], "metasync-worker-openai-9/gone/1", 1)
+    worker = _worker(settings, store)
+    await worker.notify_job(job)
+    done = await _wait(store, job["_id"])
+    await worker.stop()
+    assert done["counts"]["PROCESSED"] == 6
+    again = await store.raw("items").find({"jobId": job["_id"]}).to_list()
+    assert sorted(i["attempts"] for i in again) == [1, 1, 2, 2, 2, 2]

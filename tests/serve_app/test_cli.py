@@ -1,0 +1,141 @@
+"""The command line: create-client, configuration errors, and `up`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx2
+import pytest
+
+from tests.support.net import free_port, wait_until
+
+PROJECT_VARIABLES = (
+    "DB_CONNECTION_STRING",
+    "DB_NAME",
+    "ADMIN_API_KEY",
+    "API_KEY_PEPPER",
+    "DOCS_SECRET",
+    "METASYNC_ENV",
+    "METASYNC_HOME",
+    "WORKER_REPLICAS",
+    "POLL_INTERVAL",
+)
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES}
+    env.update(extra)
+    return env
+
+
+def _cli(*args, env, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "serve_app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_configuration_errors_name_the_variable(tmp_path):
+    env = _clean_env(METASYNC_ENV="production", METASYNC_HOME=str(tmp_path))
+    result = _cli("admin", "create-client", "x", env=env)
+    assert result.returncode == 2
+    assert "ADMIN_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    env = _clean_env(POLL_INTERVAL="often", METASYNC_HOME=str(tmp_path))
+    result = _cli("up", env=env)
+    assert result.returncode == 2
+    assert "POLL_INTERVAL" in result.stderr
+
+
+@pytest.mark.ray
+def test_create_client_prints_working_credentials(http, service_env):
+    result = _cli("admin", "create-client", "from-cli", env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    assert created["name"] == "from-cli"
+    bearer = {"Authorization": f"Bearer {created['apiKey']}"}
+    assert http.get("/prompts", headers=bearer).status_code == 200
+    assert created["apiKey"] not in result.stderr
+
+
+@pytest.mark.slow
+def test_up_serves_jobs_with_no_variables_and_stops_cleanly(tmp_path):
+    """The README's first command, end to end, on a second local cluster."""
+    port = free_port()
+    env = _clean_env(METASYNC_HOME=str(tmp_path / "state"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serve_app.cli",
+            "up",
+            "--port",
+            str(port),
+            "--no-dashboard",
+            "--num-cpus",
+            "1",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready():
+            try:
+                return httpx2.get(f"{url}/ready", timeout=2).status_code == 200
+            except httpx2.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s=180, interval_s=0.5, what="metasync up")
+        secrets = json.loads(
+            (tmp_path / "state" / "dev-secrets.json").read_text()
+        )
+        admin = {"X-Admin-Key": secrets["ADMIN_API_KEY"]}
+        key = httpx2.post(
+            f"{url}/admin/clients", json={"name": "me"}, headers=admin
+        ).json()["apiKey"]
+        client = {"Authorization": f"Bearer {key}"}
+        job = httpx2.post(
+            f"{url}/jobs",
+            json={
+                "items": [{"model": "demo-anthropic", "userContent": "hi up"}]
+            },
+            headers=client,
+        ).json()
+
+        def processed():
+            state = httpx2.get(
+                f"{url}/jobs/{job['id']}", headers=client
+            ).json()
+            return state["status"] == "PROCESSED"
+
+        wait_until(processed, timeout_s=60, what="the demo job")
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert "using the embedded database" in output
+    assert "development admin key" in output
+    assert "metasync: stopping" in output
+    time.sleep(1)
+    assert not _port_open(port)
+
+
+def _port_open(port):
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
