@@ -6,15 +6,14 @@ loops, all on one asyncio event loop:
 * the scheduler starts calls for claimed items as each model's limiter
   allows, claims more items (fairly, from the backlog) when its queue
   runs low, and reads more job windows when the backlog runs low;
-* the poller, every ``POLL_INTERVAL``, refreshes the catalog and the
-  list of active jobs, takes back expired leases, and sweeps canceled
-  and requeued jobs (the safety net: notifications make work start at
-  once, the poll makes sure nothing is stranded);
-* the limit syncer exchanges reports and shares with the coordinator;
+* the poller and the limits syncer (:mod:`pipeline.worker.polling`):
+  the safety net that finds stranded work and takes back lost leases,
+  and the exchange of shares with the limits coordinator;
 * the result writer writes outcomes in batches.
 
-Chat completions (``/v1/chat/completions``) go through :meth:`complete`
-and :meth:`stream`, under the same limiters, ahead of batch work.
+This module holds the scheduling and the calls; chat completions are in
+:mod:`pipeline.worker.chat`. Jobs arrive by notification, so work starts
+at once; the poll makes sure nothing is stranded.
 """
 
 from __future__ import annotations
@@ -22,97 +21,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
-import hashlib
-import json
 import math
 import os
 import random
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from bson import ObjectId
-from pymongo.monitoring import (
-    CommandFailedEvent,
-    CommandListener,
-    CommandStartedEvent,
-    CommandSucceededEvent,
-)
 
-from pipeline.catalog import ModelCatalog, Pricing
+from pipeline.catalog import ModelCatalog
 from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
 from pipeline.states import Status
 from pipeline.store import Store
 from pipeline.store.documents import utcnow
 from pipeline.worker.backlog import (
-    WINDOW_ITEMS,
     Backlog,
     Item,
     JobTrack,
     owned_windows,
     window_range,
 )
+from pipeline.worker.base import SyncLimits
+from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
-from pipeline.worker.limits import ModelLimiter, Share
+from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.models import ServedModel
 from pipeline.worker.names import worker_name
+from pipeline.worker.polling import PollingMixin
+from pipeline.worker.process import RoundTripCounter, tune_gc
+from pipeline.worker.requests import cache_key, estimate_tokens, item_request
 from pipeline.worker.retry import RetryPolicy, error_record
 from pipeline.worker.writer import ResultWriter
-from providers.base import (
-    Completion,
-    CompletionRequest,
-    LLMProvider,
-    StreamEvent,
-    TextDelta,
-)
-from providers.errors import ProviderError, RateLimitError
+from providers.base import Completion, CompletionRequest, LLMProvider
+from providers.errors import RateLimitError
 
 S = Status
 log = get_logger(__name__)
 
 T = TypeVar("T")
-SyncLimits = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-#: Output tokens assumed for a call without ``maxTokens`` (tpm estimate).
-DEFAULT_OUTPUT_TOKENS = 256
-#: Attempts of a chat completion before its error reaches the caller.
-CHAT_ATTEMPTS = 3
-#: Longest a chat call waits for a provider's Retry-After.
-CHAT_MAX_RETRY_WAIT_S = 30.0
-SYNC_INTERVAL_S = 0.5
-FAST_SYNC_INTERVAL_S = 0.1
 
 
-def estimate_tokens(
-    system: str | None, user: str, max_tokens: int | None
-) -> int:
-    """A cheap upper-side estimate of a call's tokens (for tpm)."""
-    chars = len(system or "") + len(user)
-    return chars // 4 + 1 + (max_tokens or DEFAULT_OUTPUT_TOKENS)
-
-
-def cache_key(
-    model: str,
-    system: str | None,
-    user: str,
-    temperature: float | None,
-    max_tokens: int | None,
-) -> str:
-    """The result-cache key of a request."""
-    payload = json.dumps(
-        [model, system or "", user, temperature, max_tokens],
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-class ProviderWorker:
+class ProviderWorker(ChatMixin, PollingMixin):
     """Processes one provider's items; see the module docstring."""
 
     def __init__(
@@ -152,7 +107,7 @@ class ProviderWorker:
         self._claims = 0
         self._started = False
         self._start_lock = asyncio.Lock()
-        self.round_trips = 0
+        self._round_trips = RoundTripCounter()
         self._loop_lag_ms = 0.0
         self._items: ItemStore
         self._writer: ResultWriter
@@ -176,7 +131,7 @@ class ProviderWorker:
                     create_mongo_client(
                         self.settings.db_connection_string,
                         app_name=self.name,
-                        event_listeners=[_RoundTrips(self)],
+                        event_listeners=[self._round_trips],
                     ),
                     self.settings.db_name,
                 )
@@ -196,7 +151,7 @@ class ProviderWorker:
                 asyncio.create_task(self._watch_loop_lag(), name="lag"),
             ]
             self._started = True
-            _tune_gc()
+            tune_gc()
             log.info(
                 "worker_started",
                 worker=self.name,
@@ -241,7 +196,7 @@ class ProviderWorker:
             "worker": self.name,
             "incarnation": self.incarnation,
             "pid": os.getpid(),
-            "roundTrips": self.round_trips,
+            "roundTrips": self._round_trips.count,
             "claims": self._claims,
             "jobs": len(self.backlog.jobs),
             "inFlight": {m: lim.in_flight for m, lim in self.limiters.items()},
@@ -587,7 +542,7 @@ class ProviderWorker:
             model=model.name,
         ):
             try:
-                completion = await self._call(model, self._request(item))
+                completion = await self._call(model, item_request(item))
                 used = completion.usage.total_tokens
                 outcome = self._success(model, item, completion)
             except asyncio.CancelledError:
@@ -600,14 +555,6 @@ class ProviderWorker:
                 limiter.finish(tokens, used)
                 self._start_calls(model.name)
             self._writer.add(outcome)
-
-    def _request(self, item: Item) -> CompletionRequest:
-        return CompletionRequest.from_prompts(
-            item.get("systemPrompt"),
-            item["userContent"],
-            temperature=item.get("temperature"),
-            max_tokens=item.get("maxTokens"),
-        )
 
     async def _call(
         self, model: ServedModel, request: CompletionRequest
@@ -718,278 +665,6 @@ class ProviderWorker:
         except Exception as error:
             log.warning("cache_store_failed", error=str(error))
 
-    # -- the poller ----------------------------------------------------
-
-    async def _poller(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.poll_interval)
-            try:
-                await self._refresh_models()
-                await self._poll_once()
-            except Exception as error:
-                log.warning("poll_failed", worker=self.name, error=str(error))
-
-    async def _poll_once(self) -> None:
-        await self._recover_leases()
-        jobs = await self._items.active_jobs()
-        active = {job["_id"] for job in jobs}
-        for job in jobs:
-            await self._recover_journal(job)
-            self._track(job)
-        await self._items.tidy_journal()
-        for job_id in list(self.backlog.jobs):
-            if job_id not in active and not self._has_work(job_id):
-                self.backlog.drop_job(job_id)
-        self.backlog.forget_clients_without_jobs()
-        self._wake.set()
-
-    def _has_work(self, job_id: ObjectId) -> bool:
-        return any(
-            item["jobId"] == job_id
-            for queue in self.waiting.values()
-            for item in queue
-        )
-
-    async def _recover_leases(self) -> None:
-        now = utcnow()
-        stale = [
-            item
-            for item in await self._items.leased_items()
-            if item["model"] in self.models
-            and (item["leaseExpiresAt"] < now or self._predecessor(item))
-        ]
-        if not stale:
-            return
-        requeued, failed = await self._items.release_leases(
-            stale, reason="the worker processing it was lost"
-        )
-        log.warning(
-            "leases_recovered",
-            requeued=len(requeued),
-            failed=len(failed),
-            worker=self.name,
-        )
-        for item in requeued:
-            for key in ("leaseOwner", "leaseExpiresAt"):
-                item.pop(key, None)
-            item["status"] = S.PENDING
-            if item["jobId"] in self.backlog.jobs:
-                self.backlog.add_ready(item["jobId"], [item])
-        for item in failed:
-            self.metrics.item_finished(item["model"], S.FAILED)
-
-    def _predecessor(self, item: Item) -> bool:
-        """Whether a lease belongs to an earlier life of this worker."""
-        return self._earlier_life(str(item.get("leaseOwner", "")))
-
-    def _earlier_life(self, token: str) -> bool:
-        """Whether a lane or lease token is of an earlier incarnation."""
-        name, _, rest = token.partition("/")
-        incarnation = rest.partition("/")[0]
-        return name == self.name and incarnation != self.incarnation
-
-    async def _recover_journal(self, job: dict[str, Any]) -> None:
-        """Settle journal entries an earlier life of this worker left."""
-        lanes = {
-            entry["lane"]
-            for entry in job.get("journal") or []
-            if self._earlier_life(str(entry.get("lane", "")))
-        }
-        if lanes:
-            await self._items.recover_journal(job, lanes)
-
-    async def _refresh_models(self) -> None:
-        from providers.keys import resolve_api_key
-
-        documents = await self._catalog.list(active_only=True)
-        served: dict[str, ServedModel] = {}
-        for doc in documents:
-            if doc["provider"] != self.provider_name:
-                continue
-            limits = doc.get("limits") or {}
-            key: str | None = None
-            key_error: Exception | None = None
-            try:
-                key = resolve_api_key(doc["name"], doc.get("config") or {})
-            except ProviderError as error:
-                key_error = error
-            served[doc["name"]] = ServedModel(
-                name=doc["name"],
-                config=doc.get("config") or {},
-                max_concurrency=limits.get("maxConcurrency")
-                or self.settings.num_llm_workers,
-                rpm=limits.get("rpm"),
-                tpm=limits.get("tpm"),
-                pricing=Pricing.model_validate(doc.get("pricing") or {}),
-                api_key=key,
-                key_error=key_error,
-            )
-        for name in served:
-            if name not in self.limiters:
-                self.limiters[name] = ModelLimiter(Share(0))
-        self.models = served
-
-    # -- limits --------------------------------------------------------
-
-    async def _syncer(self) -> None:
-        while True:
-            await asyncio.sleep(self._sync_interval())
-            self.metrics.export()
-            try:
-                await self._sync_once()
-            except Exception as error:
-                # Keep the shares we have: they stay within the limits.
-                log.warning("limits_sync_failed", error=str(error))
-
-    async def _sync_once(self) -> None:
-        reports = {
-            name: {
-                "limits": model.limits,
-                "demand": self._demand(name),
-                "inFlight": self.limiters[name].in_flight,
-                "enforced": self.limiters[name].share.concurrency,
-            }
-            for name, model in self.models.items()
-        }
-        if not reports:
-            return
-        shares = await self._sync_limits(self.holder, reports)
-        for name, share in shares.items():
-            if name in self.limiters:
-                self.limiters[name].set_share(
-                    Share(share["concurrency"], share["rpm"], share["tpm"])
-                )
-        self._wake.set()
-
-    def _sync_interval(self) -> float:
-        """Sync often while a share is changing hands, else calmly.
-
-        A worker waiting for capacity, or one that must give some back,
-        syncs every tenth of a second so the handover is quick.
-        """
-        for name in self.models:
-            limiter = self.limiters[name]
-            starved = limiter.share.concurrency == 0 and self._demand(name)
-            if starved or limiter.in_flight > limiter.share.concurrency:
-                return FAST_SYNC_INTERVAL_S
-        return SYNC_INTERVAL_S
-
-    def _demand(self, model: str) -> int:
-        return (
-            self.limiters[model].in_flight
-            + len(self.waiting[model])
-            + self.backlog.ready_count(model)
-            + self.backlog.retry_count(model)
-            + self._chat_waiters[model]
-            + sum(
-                1
-                for t in self.backlog.jobs.values()
-                if not t.fully_read and not t.canceled
-            )
-            * WINDOW_ITEMS
-        )
-
-    # -- chat completions ----------------------------------------------
-
-    async def complete(
-        self, model_name: str, request: CompletionRequest
-    ) -> Completion:
-        """One chat completion under the model's limits, with retries.
-
-        Raises:
-            ProviderError: The last error, once retries are spent.
-            KeyError: The model is not served here.
-        """
-        await self.start()
-        model = await self._served(model_name)
-        for attempt in range(1, CHAT_ATTEMPTS + 1):
-            tokens = self._chat_tokens(request)
-            await self._acquire(model_name, tokens)
-            used = None
-            try:
-                completion = await self._call(model, request)
-                used = completion.usage.total_tokens
-                return completion
-            except ProviderError as error:
-                await self._chat_backoff(model_name, error, attempt)
-            finally:
-                self.limiters[model_name].finish(tokens, used)
-                self._wake.set()
-        raise AssertionError("unreachable")
-
-    async def stream(
-        self, model_name: str, request: CompletionRequest
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream a chat completion under the model's limits.
-
-        Retries only while nothing has been sent yet.
-        """
-        await self.start()
-        model = await self._served(model_name)
-        for attempt in range(1, CHAT_ATTEMPTS + 1):
-            tokens = self._chat_tokens(request)
-            await self._acquire(model_name, tokens)
-            used = None
-            sent = False
-            try:
-                if model.key_error is not None:
-                    raise model.key_error
-                async for event in self._provider.stream(
-                    model.config, request, model.api_key
-                ):
-                    if isinstance(event, TextDelta):
-                        sent = True
-                    else:
-                        used = event.usage.total_tokens
-                    yield event
-                return
-            except ProviderError as error:
-                if sent:
-                    raise
-                await self._chat_backoff(model_name, error, attempt)
-            finally:
-                self.limiters[model_name].finish(tokens, used)
-                self._wake.set()
-
-    async def _served(self, model_name: str) -> ServedModel:
-        if model_name not in self.models:
-            await self._refresh_models()
-            await self._sync_once()
-        model = self.models.get(model_name)
-        if model is None:
-            raise KeyError(
-                f"model {model_name!r} is not served by {self.name}"
-            )
-        return model
-
-    def _chat_tokens(self, request: CompletionRequest) -> int:
-        text = sum(len(m.content) for m in request.messages)
-        return text // 4 + 1 + (request.max_tokens or DEFAULT_OUTPUT_TOKENS)
-
-    async def _acquire(self, model: str, tokens: int) -> None:
-        limiter = self.limiters[model]
-        self._chat_waiters[model] += 1
-        try:
-            while True:
-                delay = limiter.start_delay(tokens)
-                if delay <= 0 and limiter.try_start(tokens):
-                    return
-                if limiter.share.concurrency == 0:
-                    await self._sync_once()
-                await limiter.wait_for_change(min(delay, 1.0))
-        finally:
-            self._chat_waiters[model] -= 1
-
-    async def _chat_backoff(
-        self, model: str, error: ProviderError, attempt: int
-    ) -> None:
-        if isinstance(error, RateLimitError):
-            self.limiters[model].rate_limited()
-        decision = self._retry.decide(error, attempt, CHAT_ATTEMPTS, self._rng)
-        if not decision.retry or decision.delay_s > CHAT_MAX_RETRY_WAIT_S:
-            raise error
-        await asyncio.sleep(decision.delay_s)
-
     # -- helpers -------------------------------------------------------
 
     async def _watch_loop_lag(self) -> None:
@@ -1023,33 +698,3 @@ class ProviderWorker:
                 worker=self.name,
                 error=repr(task.exception()),
             )
-
-
-def _tune_gc() -> None:
-    """Make garbage collection pauses rarer and shorter in a worker.
-
-    Every provider call allocates many short-lived objects; with the
-    default thresholds the collector runs hundreds of times a second and
-    its full passes walk every module object loaded at start-up. Frozen
-    start-up objects are skipped, and young collections run less often.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(20_000, middle, old)
-
-
-class _RoundTrips(CommandListener):
-    """Counts this worker's database round trips (for the benchmark)."""
-
-    def __init__(self, worker: ProviderWorker) -> None:
-        self._worker = worker
-
-    def started(self, event: CommandStartedEvent) -> None:
-        self._worker.round_trips += 1
-
-    def succeeded(self, event: CommandSucceededEvent) -> None:
-        """Nothing to do."""
-
-    def failed(self, event: CommandFailedEvent) -> None:
-        """Nothing to do."""

@@ -1,5 +1,4 @@
 import uuid
-from urllib.parse import urlparse
 
 import pytest
 from bson import ObjectId
@@ -7,6 +6,7 @@ from bson import ObjectId
 from pipeline.errors import DatabaseUnavailable, NotFound
 from pipeline.store import Store, create_mongo_client, safe_operation
 from pipeline.store.database import INDEXES
+from tests.support.db import host_and_port
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
@@ -84,8 +84,8 @@ async def test_indexes_are_created_idempotently(store):
 
 
 async def test_safe_operation_rides_out_a_brief_outage(mongo_uri):
-    url = urlparse(mongo_uri)
-    with TcpProxy(url.hostname, url.port) as proxy:
+    host, port = host_and_port(mongo_uri)
+    with TcpProxy(host, port) as proxy:
         store = Store(
             create_mongo_client(
                 f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
@@ -111,8 +111,8 @@ async def test_safe_operation_rides_out_a_brief_outage(mongo_uri):
 
 
 async def test_safe_operation_gives_up_with_unavailable(mongo_uri):
-    url = urlparse(mongo_uri)
-    with TcpProxy(url.hostname, url.port) as proxy:
+    host, port = host_and_port(mongo_uri)
+    with TcpProxy(host, port) as proxy:
         store = Store(
             create_mongo_client(
                 f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",

@@ -1,20 +1,19 @@
 """A database outage is a 503 (not a 500, not a hang) and heals."""
 
-from urllib.parse import urlparse
-
 import pytest
 from starlette.testclient import TestClient
 
 from pipeline.settings import Settings
 from serve_app.app import create_app
 from tests.support.api import register_client
+from tests.support.db import host_and_port
 from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
 def proxied_app(mongo_uri, db_name, service_env):
-    url = urlparse(mongo_uri)
-    with TcpProxy(url.hostname, url.port) as proxy:
+    host, port = host_and_port(mongo_uri)
+    with TcpProxy(host, port) as proxy:
         settings = Settings.from_env().with_overrides(
             db_connection_string=(
                 f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"

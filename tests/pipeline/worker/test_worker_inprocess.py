@@ -9,7 +9,6 @@ import asyncio
 import io
 import json
 import uuid
-from urllib.parse import urlparse
 
 import pytest
 from bson import ObjectId
@@ -27,6 +26,7 @@ from pipeline.worker.coordinator import LimitsCoordinator
 from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from providers.fake import FakeProviderServer, fake_model_config
+from tests.support.db import host_and_port
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
@@ -40,9 +40,9 @@ def fake_thread():
 
 @pytest.fixture
 async def env(mongo_uri, tmp_path):
-    url = urlparse(mongo_uri)
+    host, port = host_and_port(mongo_uri)
     name = f"inproc-{uuid.uuid4().hex[:8]}"
-    with TcpProxy(url.hostname, url.port) as proxy:
+    with TcpProxy(host, port) as proxy:
         uri = f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
         store = Store(
             create_mongo_client(uri, serverSelectionTimeoutMS=500), name

@@ -1,0 +1,128 @@
+"""Chat completions through a worker: the model limits, ahead of batches.
+
+:class:`ChatMixin` is part of
+:class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
+module to one concern): a chat call waits
+for a slot of the model's limiter, and while one waits the scheduler
+starts no batch item of that model, so interactive calls go first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from pipeline.worker.base import WorkerBase
+from pipeline.worker.models import ServedModel
+from pipeline.worker.requests import request_tokens
+from providers.base import (
+    Completion,
+    CompletionRequest,
+    StreamEvent,
+    TextDelta,
+)
+from providers.errors import ProviderError, RateLimitError
+
+#: Attempts of a chat completion before its error reaches the caller.
+CHAT_ATTEMPTS = 3
+#: Longest a chat call waits for a provider's Retry-After.
+CHAT_MAX_RETRY_WAIT_S = 30.0
+
+
+class ChatMixin(WorkerBase):
+    """The chat-completion methods of a provider worker."""
+
+    async def complete(
+        self, model_name: str, request: CompletionRequest
+    ) -> Completion:
+        """One chat completion under the model's limits, with retries.
+
+        Raises:
+            ProviderError: The last error, once retries are spent.
+            KeyError: The model is not served here.
+        """
+        await self.start()
+        model = await self._served(model_name)
+        for attempt in range(1, CHAT_ATTEMPTS + 1):
+            tokens = request_tokens(request)
+            await self._acquire(model_name, tokens)
+            used = None
+            try:
+                completion = await self._call(model, request)
+                used = completion.usage.total_tokens
+                return completion
+            except ProviderError as error:
+                await self._chat_backoff(model_name, error, attempt)
+            finally:
+                self.limiters[model_name].finish(tokens, used)
+                self._wake.set()
+        raise AssertionError("unreachable")
+
+    async def stream(
+        self, model_name: str, request: CompletionRequest
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream a chat completion under the model's limits.
+
+        Retries only while nothing has been sent yet.
+        """
+        await self.start()
+        model = await self._served(model_name)
+        for attempt in range(1, CHAT_ATTEMPTS + 1):
+            tokens = request_tokens(request)
+            await self._acquire(model_name, tokens)
+            used = None
+            sent = False
+            try:
+                if model.key_error is not None:
+                    raise model.key_error
+                async for event in self._provider.stream(
+                    model.config, request, model.api_key
+                ):
+                    if isinstance(event, TextDelta):
+                        sent = True
+                    else:
+                        used = event.usage.total_tokens
+                    yield event
+                return
+            except ProviderError as error:
+                if sent:
+                    raise
+                await self._chat_backoff(model_name, error, attempt)
+            finally:
+                self.limiters[model_name].finish(tokens, used)
+                self._wake.set()
+
+    async def _served(self, model_name: str) -> ServedModel:
+        if model_name not in self.models:
+            await self._refresh_models()
+            await self._sync_once()
+        model = self.models.get(model_name)
+        if model is None:
+            raise KeyError(
+                f"model {model_name!r} is not served by {self.name}"
+            )
+        return model
+
+    async def _acquire(self, model: str, tokens: int) -> None:
+        limiter = self.limiters[model]
+        self._chat_waiters[model] += 1
+        try:
+            while True:
+                delay = limiter.start_delay(tokens)
+                if delay <= 0 and limiter.try_start(tokens):
+                    return
+                if limiter.share.concurrency == 0:
+                    await self._sync_once()
+                await limiter.wait_for_change(min(delay, 1.0))
+        finally:
+            self._chat_waiters[model] -= 1
+
+    async def _chat_backoff(
+        self, model: str, error: ProviderError, attempt: int
+    ) -> None:
+        if isinstance(error, RateLimitError):
+            self.limiters[model].rate_limited()
+        decision = self._retry.decide(error, attempt, CHAT_ATTEMPTS, self._rng)
+        if not decision.retry or decision.delay_s > CHAT_MAX_RETRY_WAIT_S:
+            raise error
+        await asyncio.sleep(decision.delay_s)

@@ -1,0 +1,206 @@
+"""The worker's safety net: polls, recovery and the limits sync.
+
+:class:`PollingMixin` is part of
+:class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
+module to one concern). Every ``POLL_INTERVAL``
+it refreshes the catalog and the active jobs, takes back expired leases
+and the leases and journal entries of an earlier life of this worker;
+several times a second it exchanges reports and shares with the limits
+coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bson import ObjectId
+
+from pipeline.catalog import Pricing
+from pipeline.logging import get_logger
+from pipeline.states import Status
+from pipeline.store.documents import utcnow
+from pipeline.worker.backlog import WINDOW_ITEMS, Item
+from pipeline.worker.base import WorkerBase
+from pipeline.worker.limits import ModelLimiter, Share
+from pipeline.worker.models import ServedModel
+from providers.errors import ProviderError
+
+S = Status
+log = get_logger(__name__)
+
+SYNC_INTERVAL_S = 0.5
+FAST_SYNC_INTERVAL_S = 0.1
+
+
+class PollingMixin(WorkerBase):
+    """The polling, recovery and limits-sync methods of a worker."""
+
+    async def _poller(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self._refresh_models()
+                await self._poll_once()
+            except Exception as error:
+                log.warning("poll_failed", worker=self.name, error=str(error))
+
+    async def _poll_once(self) -> None:
+        await self._recover_leases()
+        jobs = await self._items.active_jobs()
+        active = {job["_id"] for job in jobs}
+        for job in jobs:
+            await self._recover_journal(job)
+            self._track(job)
+        await self._items.tidy_journal()
+        for job_id in list(self.backlog.jobs):
+            if job_id not in active and not self._has_work(job_id):
+                self.backlog.drop_job(job_id)
+        self.backlog.forget_clients_without_jobs()
+        self._wake.set()
+
+    def _has_work(self, job_id: ObjectId) -> bool:
+        return any(
+            item["jobId"] == job_id
+            for queue in self.waiting.values()
+            for item in queue
+        )
+
+    async def _recover_leases(self) -> None:
+        now = utcnow()
+        stale = [
+            item
+            for item in await self._items.leased_items()
+            if item["model"] in self.models
+            and (item["leaseExpiresAt"] < now or self._predecessor(item))
+        ]
+        if not stale:
+            return
+        requeued, failed = await self._items.release_leases(
+            stale, reason="the worker processing it was lost"
+        )
+        log.warning(
+            "leases_recovered",
+            requeued=len(requeued),
+            failed=len(failed),
+            worker=self.name,
+        )
+        for item in requeued:
+            for key in ("leaseOwner", "leaseExpiresAt"):
+                item.pop(key, None)
+            item["status"] = S.PENDING
+            if item["jobId"] in self.backlog.jobs:
+                self.backlog.add_ready(item["jobId"], [item])
+        for item in failed:
+            self.metrics.item_finished(item["model"], S.FAILED)
+
+    def _predecessor(self, item: Item) -> bool:
+        """Whether a lease belongs to an earlier life of this worker."""
+        return self._earlier_life(str(item.get("leaseOwner", "")))
+
+    def _earlier_life(self, token: str) -> bool:
+        """Whether a lane or lease token is of an earlier incarnation."""
+        name, _, rest = token.partition("/")
+        incarnation = rest.partition("/")[0]
+        return name == self.name and incarnation != self.incarnation
+
+    async def _recover_journal(self, job: dict[str, Any]) -> None:
+        """Settle journal entries an earlier life of this worker left."""
+        lanes = {
+            entry["lane"]
+            for entry in job.get("journal") or []
+            if self._earlier_life(str(entry.get("lane", "")))
+        }
+        if lanes:
+            await self._items.recover_journal(job, lanes)
+
+    async def _refresh_models(self) -> None:
+        from providers.keys import resolve_api_key
+
+        documents = await self._catalog.list(active_only=True)
+        served: dict[str, ServedModel] = {}
+        for doc in documents:
+            if doc["provider"] != self.provider_name:
+                continue
+            limits = doc.get("limits") or {}
+            key: str | None = None
+            key_error: Exception | None = None
+            try:
+                key = resolve_api_key(doc["name"], doc.get("config") or {})
+            except ProviderError as error:
+                key_error = error
+            served[doc["name"]] = ServedModel(
+                name=doc["name"],
+                config=doc.get("config") or {},
+                max_concurrency=limits.get("maxConcurrency")
+                or self.settings.num_llm_workers,
+                rpm=limits.get("rpm"),
+                tpm=limits.get("tpm"),
+                pricing=Pricing.model_validate(doc.get("pricing") or {}),
+                api_key=key,
+                key_error=key_error,
+            )
+        for name in served:
+            if name not in self.limiters:
+                self.limiters[name] = ModelLimiter(Share(0))
+        self.models = served
+
+    # -- limits --------------------------------------------------------
+
+    async def _syncer(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_interval())
+            self.metrics.export()
+            try:
+                await self._sync_once()
+            except Exception as error:
+                # Keep the shares we have: they stay within the limits.
+                log.warning("limits_sync_failed", error=str(error))
+
+    async def _sync_once(self) -> None:
+        reports = {
+            name: {
+                "limits": model.limits,
+                "demand": self._demand(name),
+                "inFlight": self.limiters[name].in_flight,
+                "enforced": self.limiters[name].share.concurrency,
+            }
+            for name, model in self.models.items()
+        }
+        if not reports:
+            return
+        shares = await self._sync_limits(self.holder, reports)
+        for name, share in shares.items():
+            if name in self.limiters:
+                self.limiters[name].set_share(
+                    Share(share["concurrency"], share["rpm"], share["tpm"])
+                )
+        self._wake.set()
+
+    def _sync_interval(self) -> float:
+        """Sync often while a share is changing hands, else calmly.
+
+        A worker waiting for capacity, or one that must give some back,
+        syncs every tenth of a second so the handover is quick.
+        """
+        for name in self.models:
+            limiter = self.limiters[name]
+            starved = limiter.share.concurrency == 0 and self._demand(name)
+            if starved or limiter.in_flight > limiter.share.concurrency:
+                return FAST_SYNC_INTERVAL_S
+        return SYNC_INTERVAL_S
+
+    def _demand(self, model: str) -> int:
+        return (
+            self.limiters[model].in_flight
+            + len(self.waiting[model])
+            + self.backlog.ready_count(model)
+            + self.backlog.retry_count(model)
+            + self._chat_waiters[model]
+            + sum(
+                1
+                for t in self.backlog.jobs.values()
+                if not t.fully_read and not t.canceled
+            )
+            * WINDOW_ITEMS
+        )
