@@ -8,18 +8,15 @@ import pytest
 import ray
 
 from pipeline.worker.names import worker_name
-from tests.support.api import all_results, create_model, wait_for_job
+from tests.support.api import (
+    all_results,
+    create_model,
+    submit_job,
+    wait_for_job,
+)
 from tests.support.fake_provider import unique_model
 
 pytestmark = pytest.mark.ray
-
-
-def _submit(http, client, items, **options):
-    response = http.post(
-        "/jobs", json={"items": items, **options}, headers=client.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def _items(model, n):
@@ -49,7 +46,7 @@ def test_a_worker_killed_mid_job_loses_and_repeats_nothing(
         max_concurrency=6,
     )
     fake.configure({name: {"latencyMs": 150}})
-    job = _submit(http, client_a, _items(name, 240))
+    job = submit_job(http, client_a, _items(name, 240))
     deadline = time.monotonic() + 60
     while True:
         state = http.get(f"/jobs/{job['id']}", headers=client_a.headers).json()
@@ -105,7 +102,7 @@ def test_a_429_storm_waits_for_retry_after(
             }
         }
     )
-    job = _submit(http, client_a, _items(name, 20), maxAttempts=5)
+    job = submit_job(http, client_a, _items(name, 20), maxAttempts=5)
     done = wait_for_job(http, client_a, job["id"], timeout_s=60)
     assert done["counts"]["PROCESSED"] == 20
     stats = fake.stats(name)
@@ -144,7 +141,7 @@ def test_5xx_and_cut_responses_are_retried(
             }
         }
     )
-    job = _submit(http, client_a, _items(name, 40), maxAttempts=6)
+    job = submit_job(http, client_a, _items(name, 40), maxAttempts=6)
     done = wait_for_job(http, client_a, job["id"], timeout_s=120)
     assert done["counts"]["PROCESSED"] == 40
     items = all_results(http, client_a, job["id"])
@@ -170,7 +167,7 @@ def test_permanent_errors_fail_at_once_and_requeue_brings_them_back(
             }
         }
     )
-    job = _submit(http, client_a, _items(name, 6), maxAttempts=3)
+    job = submit_job(http, client_a, _items(name, 6), maxAttempts=3)
     failed = wait_for_job(http, client_a, job["id"], timeout_s=60)
     assert failed["status"] == "FAILED"
     assert failed["counts"]["FAILED"] == 6
@@ -208,11 +205,11 @@ def test_cached_results_make_no_provider_call(
         {"model": name, "userContent": f"same {i}", "temperature": 0}
         for i in range(5)
     ] + [{"model": name, "userContent": "warm", "temperature": 0.7}]
-    first = _submit(http, client_a, items, cache=True)
+    first = submit_job(http, client_a, items, cache=True)
     wait_for_job(http, client_a, first["id"], timeout_s=60)
     calls = fake.stats(name)["requests"]
     assert calls == 6
-    second = _submit(http, client_a, items, cache=True)
+    second = submit_job(http, client_a, items, cache=True)
     done = wait_for_job(http, client_a, second["id"], timeout_s=60)
     results = all_results(http, client_a, second["id"])
     assert [r["result"]["cached"] for r in results] == [True] * 5 + [False]
@@ -221,7 +218,7 @@ def test_cached_results_make_no_provider_call(
     ]
     assert fake.stats(name)["requests"] == calls + 1  # only temperature 0.7
     assert done["cost"] == pytest.approx(results[5]["result"]["cost"])
-    uncached = _submit(http, client_a, items[:1])
+    uncached = submit_job(http, client_a, items[:1])
     wait_for_job(http, client_a, uncached["id"], timeout_s=60)
     assert fake.stats(name)["requests"] == calls + 2  # cache is opt-in
 
@@ -232,9 +229,9 @@ def test_a_small_job_is_not_starved_by_a_big_one(
     name = unique_model()
     create_model(http, admin_headers, fake.url, name, max_concurrency=1)
     fake.configure({name: {"latencyMs": 40}})
-    big = _submit(http, client_a, _items(name, 150))
+    big = submit_job(http, client_a, _items(name, 150))
     time.sleep(0.5)
-    small = _submit(http, client_b, _items(name, 5))
+    small = submit_job(http, client_b, _items(name, 5))
     wait_for_job(http, client_b, small["id"], timeout_s=60)
     state = http.get(f"/jobs/{big['id']}", headers=client_a.headers).json()
     assert state["counts"]["PROCESSED"] < 100
@@ -247,9 +244,9 @@ def test_higher_priority_goes_first_within_a_client(
     name = unique_model()
     create_model(http, admin_headers, fake.url, name, max_concurrency=1)
     fake.configure({name: {"latencyMs": 40}})
-    low = _submit(http, client_a, _items(name, 120))
+    low = submit_job(http, client_a, _items(name, 120))
     time.sleep(0.5)
-    urgent = _submit(http, client_a, _items(name, 5), priority=10)
+    urgent = submit_job(http, client_a, _items(name, 5), priority=10)
     wait_for_job(http, client_a, urgent["id"], timeout_s=60)
     state = http.get(f"/jobs/{low['id']}", headers=client_a.headers).json()
     assert state["counts"]["PROCESSED"] < 60

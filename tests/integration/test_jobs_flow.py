@@ -9,19 +9,12 @@ from tests.support.api import (
     all_results,
     create_model,
     register_client,
+    submit_job,
     wait_for_job,
 )
 from tests.support.fake_provider import unique_model
 
 pytestmark = pytest.mark.ray
-
-
-def _submit(http, client, items, **options):
-    response = http.post(
-        "/jobs", json={"items": items, **options}, headers=client.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def _inline(model, n, prefix="q"):
@@ -72,7 +65,7 @@ def test_two_thousand_items_three_models_two_clients(
                     "customId": f"{prefix}{i}",
                 }
             )
-        jobs.append((client, _submit(http, client, items)))
+        jobs.append((client, submit_job(http, client, items)))
     for client, job in jobs:
         done = wait_for_job(http, client, job["id"], timeout_s=240)
         assert done["status"] == "PROCESSED"
@@ -112,7 +105,7 @@ def test_single_item_is_picked_up_without_waiting_for_a_poll(
     create_model(http, admin_headers, fake.url, name)
     fake.configure({name: {"latencyMs": 5}})
     started = time.monotonic()
-    job = _submit(http, client_a, _inline(name, 1))
+    job = submit_job(http, client_a, _inline(name, 1))
     wait_for_job(http, client_a, job["id"], timeout_s=30)
     took = time.monotonic() - started
     # The poll interval is a safety net, not the trigger.
@@ -244,7 +237,7 @@ def test_prompt_items_are_rendered_and_pinned(
         },
         headers=client_a.headers,
     )
-    job = _submit(
+    job = submit_job(
         http,
         client_a,
         [
@@ -271,7 +264,7 @@ def test_results_pages_and_json_lines(http, admin_headers, fake, client_a):
     name = unique_model()
     create_model(http, admin_headers, fake.url, name, max_concurrency=8)
     fake.configure({name: {"latencyMs": 1}})
-    job = _submit(http, client_a, _inline(name, 250))
+    job = submit_job(http, client_a, _inline(name, 250))
     wait_for_job(http, client_a, job["id"], timeout_s=60)
     page = http.get(
         f"/jobs/{job['id']}/results",
@@ -311,7 +304,7 @@ def test_results_are_readable_while_the_job_runs(
     name = unique_model()
     create_model(http, admin_headers, fake.url, name, max_concurrency=2)
     fake.configure({name: {"latencyMs": 100}})
-    job = _submit(http, client_a, _inline(name, 40))
+    job = submit_job(http, client_a, _inline(name, 40))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         state = http.get(f"/jobs/{job['id']}", headers=client_a.headers).json()
@@ -328,7 +321,9 @@ def test_results_are_readable_while_the_job_runs(
 def test_job_listing(http, admin_headers, fake, client_b):
     name = unique_model()
     create_model(http, admin_headers, fake.url, name)
-    ids = [_submit(http, client_b, _inline(name, 1))["id"] for _ in range(3)]
+    ids = [
+        submit_job(http, client_b, _inline(name, 1))["id"] for _ in range(3)
+    ]
     first = http.get(
         "/jobs", params={"limit": 2}, headers=client_b.headers
     ).json()
@@ -373,7 +368,7 @@ def test_another_clients_job_is_404(
 ):
     name = unique_model()
     create_model(http, admin_headers, fake.url, name)
-    job = _submit(http, client_a, _inline(name, 2))
+    job = submit_job(http, client_a, _inline(name, 2))
     base = f"/jobs/{job['id']}"
     for method, path in [
         ("GET", base),
@@ -393,7 +388,7 @@ def test_another_clients_job_is_404(
 def test_consume_and_illegal_transitions(http, admin_headers, fake, client_a):
     name = unique_model()
     create_model(http, admin_headers, fake.url, name)
-    job = _submit(http, client_a, _inline(name, 2))
+    job = submit_job(http, client_a, _inline(name, 2))
     wait_for_job(http, client_a, job["id"], timeout_s=30)
     canceled = http.post(f"/jobs/{job['id']}/cancel", headers=client_a.headers)
     assert canceled.status_code == 409
@@ -418,7 +413,7 @@ def test_cancel_keeps_what_ran_and_cancels_the_rest(
     name = unique_model()
     create_model(http, admin_headers, fake.url, name, max_concurrency=2)
     fake.configure({name: {"latencyMs": 150}})
-    job = _submit(http, client_a, _inline(name, 60))
+    job = submit_job(http, client_a, _inline(name, 60))
     deadline = time.monotonic() + 30
     while (
         http.get(f"/jobs/{job['id']}", headers=client_a.headers).json()[
@@ -451,7 +446,7 @@ def test_delete_hides_the_job_and_cancels_its_items(
     name = unique_model()
     create_model(http, admin_headers, fake.url, name, max_concurrency=1)
     fake.configure({name: {"latencyMs": 200}})
-    job = _submit(http, client_a, _inline(name, 30))
+    job = submit_job(http, client_a, _inline(name, 30))
     assert (
         http.delete(f"/jobs/{job['id']}", headers=client_a.headers).status_code
         == 204

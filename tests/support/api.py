@@ -116,3 +116,18 @@ def all_results(
         items += page["items"]
         cursor = page["nextCursor"]
     return items
+
+
+def submit_job(
+    http: httpx2.Client,
+    client: ClientCredentials,
+    items: list[dict[str, object]],
+    **options: object,
+) -> dict[str, object]:
+    """``POST /jobs`` that must be accepted (201)."""
+    response = http.post(
+        "/jobs", json={"items": items, **options}, headers=client.headers
+    )
+    assert response.status_code == 201, response.text
+    job: dict[str, object] = response.json()
+    return job
