@@ -428,13 +428,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 claimed = await self._persist(
                     lambda: self._items.claimed_by(ids, owner), "claim check"
                 )
-            taken = {item["_id"] for item in claimed}
-            for item in reversed(candidates):
-                track = self.backlog.jobs.get(item["jobId"])
-                if item["_id"] not in taken and track is not None:
-                    # Still PENDING if nobody else took it; a later claim
-                    # finds out.
-                    track.ready.setdefault(model, deque()).appendleft(item)
+                self._put_back(model, candidates, claimed)
+            # Another claim for the model may start while this one's
+            # items are prepared.
+            self._claiming.discard(model)
             await self._persist(
                 lambda: self._mark_started(claimed), "mark started"
             )
@@ -446,6 +443,20 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._wake.set()
         self.waiting[model].extend(runnable)
         self._start_calls(model)
+
+    def _put_back(
+        self, model: str, candidates: list[Item], claimed: list[Item]
+    ) -> None:
+        """Queue again the candidates of a claim that did not apply.
+
+        Items a successful claim did not get are no longer PENDING
+        (taken, canceled): they are dropped instead.
+        """
+        taken = {item["_id"] for item in claimed}
+        for item in reversed(candidates):
+            track = self.backlog.jobs.get(item["jobId"])
+            if item["_id"] not in taken and track is not None:
+                track.ready.setdefault(model, deque()).appendleft(item)
 
     async def _persist(
         self, operation: Callable[[], Awaitable[T]], what: str
