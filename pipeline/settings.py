@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from pipeline.jobs.item_ids import MAX_ITEMS_PER_JOB
+
 Environment = Literal["development", "production", "test"]
 
 #: Secrets that production must be given and development may generate.
@@ -166,6 +168,10 @@ class Settings:
                 raise SettingsError(name, f"must be positive, not {value}")
         if self.max_items_per_batch > 1000:
             raise SettingsError("MAX_ITEMS_PER_BATCH", "must be at most 1000")
+        if self.max_items_per_job > MAX_ITEMS_PER_JOB:
+            raise SettingsError(
+                "MAX_ITEMS_PER_JOB", f"must be at most {MAX_ITEMS_PER_JOB}"
+            )
         if self.is_production:
             for name in SECRET_VARIABLES:
                 secret = getattr(self, name.lower()).get_secret_value()

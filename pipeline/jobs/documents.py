@@ -8,6 +8,7 @@ from typing import Any
 from bson import ObjectId
 
 from pipeline.jobs.aggregation import initial_counts
+from pipeline.jobs.item_ids import item_id
 from pipeline.states import Status
 from pipeline.store.documents import Document, new_metadata
 
@@ -25,6 +26,7 @@ class JobOptions:
 def new_job(
     job_id: ObjectId,
     client_id: ObjectId,
+    item_base: ObjectId,
     total: int,
     options: JobOptions,
     models: list[str],
@@ -38,6 +40,7 @@ def new_job(
         "status": Status.PENDING.value,
         "active": True,
         "totalItems": total,
+        "itemBase": item_base,
         "counts": initial_counts(),
         "usage": {"inputTokens": 0, "outputTokens": 0},
         "cost": 0.0,
@@ -60,6 +63,7 @@ def new_job(
 def new_item(
     job_id: ObjectId,
     client_id: ObjectId,
+    item_base: ObjectId,
     seq: int,
     fields: dict[str, Any],
     max_attempts: int,
@@ -70,6 +74,7 @@ def new_item(
     Args:
         job_id: Its job.
         client_id: The owner.
+        item_base: The job's item base: the item's ``_id`` follows.
         seq: Position in the job (0-based): the results order.
         fields: ``customId``, ``model``, ``promptId``/``promptVersion``
             or ``systemPrompt``, ``userContent``, ``temperature``,
@@ -81,6 +86,7 @@ def new_item(
         The document.
     """
     return {
+        "_id": item_id(item_base, seq),
         "jobId": job_id,
         "clientId": client_id,
         "seq": seq,
@@ -98,6 +104,7 @@ SUMMARY_FIELDS = (
     "clientId",
     "priority",
     "totalItems",
+    "itemBase",
     "maxAttempts",
     "cache",
     "providers",

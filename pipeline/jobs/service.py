@@ -18,9 +18,11 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 
 from pipeline.errors import Conflict, InvalidTransition, NotFound
+from pipeline.jobs.item_ids import item_ids
 from pipeline.logging import BusinessLogger
 from pipeline.states import JOB_TRANSITIONS, Actor, Status, sources
 from pipeline.store import Store, parse_object_id
+from pipeline.store.by_id import find_by_ids
 from pipeline.store.database import LEASED
 from pipeline.store.documents import Document, not_deleted, utcnow
 from pipeline.worker.backlog import WINDOW_ITEMS
@@ -98,17 +100,15 @@ class JobService:
     ) -> tuple[list[Document], int | None]:
         """Items with ``cursor <= seq < cursor + limit``, in order.
 
-        A bounded range on the ``(jobId, seq)`` index: fast on any
-        server. With a status filter a page may hold fewer items.
+        Looked up by their computed ids: fast on any server. With a
+        status filter a page may hold fewer items.
 
         Returns:
             The items and the next cursor (None after the last item).
         """
         end = min(cursor + limit, job["totalItems"])
-        items = await self._items.find(
-            {"jobId": job["_id"], "seq": {"$gte": cursor, "$lt": end}},
-            RESULT_FIELDS,
-        ).to_list()
+        ids = item_ids(job["itemBase"], cursor, end)
+        items = await find_by_ids(self._items, ids, RESULT_FIELDS)
         items.sort(key=lambda item: item["seq"])
         if status is not None:
             items = [i for i in items if i["status"] == status]

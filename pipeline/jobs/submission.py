@@ -21,11 +21,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from pipeline.catalog import ModelCatalog
 from pipeline.errors import Conflict, PayloadTooLarge, QuotaExceeded
 from pipeline.jobs.documents import JobOptions, new_item, new_job
+from pipeline.jobs.item_ids import item_ids, new_item_base
 from pipeline.jobs.validation import ItemSpec, validate_items
 from pipeline.logging import BusinessLogger, get_logger
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, safe_operation
+from pipeline.store.by_id import delete_by_ids
 from pipeline.store.documents import (
     Document,
     new_metadata,
@@ -113,10 +115,11 @@ class JobSubmitter:
             client_id, client.get("quotas") or {}, len(items)
         )
 
-        job_id = ObjectId()
+        job_id, item_base = ObjectId(), new_item_base()
         job = new_job(
             job_id,
             client_id,
+            item_base,
             len(items),
             options,
             batch.models,
@@ -126,14 +129,25 @@ class JobSubmitter:
         metadata = new_metadata(f"client:{client_id}")
         documents = [
             new_item(
-                job_id, client_id, seq, fields, options.max_attempts, metadata
+                job_id,
+                client_id,
+                item_base,
+                seq,
+                fields,
+                options.max_attempts,
+                metadata,
             )
             for seq, fields in enumerate(batch.fields)
         ]
+        ingestion = {
+            "_id": job_id,
+            "clientId": client_id,
+            "itemBase": item_base,
+            "totalItems": len(items),
+            "startedAt": utcnow(),
+        }
         await safe_operation(
-            lambda: self._ingestions.insert_one(
-                {"_id": job_id, "clientId": client_id, "startedAt": utcnow()}
-            ),
+            lambda: self._ingestions.insert_one(ingestion),
             what="start ingestion",
         )
         try:
@@ -144,7 +158,7 @@ class JobSubmitter:
             await self._jobs.insert_one(job)
         except DuplicateKeyError:
             # A concurrent submit with the same idempotency key won.
-            await self._discard(job_id)
+            await self._discard(ingestion)
             winner = await self._by_key(
                 client_id, options.idempotency_key or ""
             )
@@ -152,7 +166,7 @@ class JobSubmitter:
                 raise
             return self._same_request(winner, fingerprint), False
         except PyMongoError:
-            await self._discard(job_id)
+            await self._discard(ingestion)
             raise
         await self._ingestions.delete_one({"_id": job_id})
         business.log_operation(
@@ -205,10 +219,16 @@ class JobSubmitter:
                     retry_after=3600,
                 )
 
-    async def _discard(self, job_id: ObjectId) -> None:
-        """Remove what a failed submission wrote (best effort)."""
+    async def _discard(self, ingestion: Document) -> None:
+        """Remove what a failed submission wrote (best effort).
+
+        Only items of this job go: the ``jobId`` condition spares the
+        items of another job whose ids a clash of item bases gave.
+        """
+        job_id = ingestion["_id"]
+        ids = item_ids(ingestion["itemBase"], 0, ingestion["totalItems"])
         try:
-            await self._items.delete_many({"jobId": job_id})
+            await delete_by_ids(self._items, ids, jobId=job_id)
             await self._ingestions.delete_one({"_id": job_id})
         except PyMongoError as error:
             log.warning(
@@ -231,7 +251,7 @@ class JobSubmitter:
             if await self._jobs.find_one({"_id": record["_id"]}, {"_id": 1}):
                 await self._ingestions.delete_one({"_id": record["_id"]})
                 continue
-            await self._discard(record["_id"])
+            await self._discard(record)
             cleaned += 1
         if cleaned:
             log.warning("abandoned_submissions_cleaned", count=cleaned)

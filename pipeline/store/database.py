@@ -60,8 +60,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
     ],
     "items": [
-        # Windows of a job's items: loading, results pages, recovery.
-        IndexModel([("jobId", ASCENDING), ("seq", ASCENDING)], unique=True),
+        # No (jobId, seq) index: a job's items have consecutive ids
+        # (pipeline.jobs.item_ids), and each index costs every insert
+        # and update dearly on SecantusDB.
         # Leased items (in flight). Sparse: only leased items carry the
         # field, so inserts skip it (+7% insert rate) and it stays tiny.
         # (SecantusDB never uses *partial* indexes: measured 110-190 ms

@@ -37,6 +37,7 @@ class JobTrack:
         client_id: Its owner (the unit of fairness).
         priority: Higher goes first within the client.
         total_items: Items in the job (seq runs 0..total-1).
+        item_base: The base of its item ids (see ``jobs.item_ids``).
         max_attempts: Attempts per item.
         cache: Whether results may come from the result cache.
         windows: Window indexes this worker still has to read.
@@ -50,6 +51,7 @@ class JobTrack:
     client_id: ObjectId
     priority: int
     total_items: int
+    item_base: ObjectId
     max_attempts: int
     cache: bool
     windows: deque[int]
@@ -93,9 +95,10 @@ def owned_windows(
     return deque(w for w in range(count) if (w + offset) % replicas == replica)
 
 
-def window_range(window: int) -> tuple[int, int]:
-    """The seq range ``[start, end)`` of a window."""
-    return window * WINDOW_ITEMS, (window + 1) * WINDOW_ITEMS
+def window_range(window: int, total_items: int) -> tuple[int, int]:
+    """The seq range ``[start, end)`` of a window of a job."""
+    start = window * WINDOW_ITEMS
+    return start, min(start + WINDOW_ITEMS, total_items)
 
 
 class Backlog:

@@ -227,6 +227,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 client_id=job["clientId"],
                 priority=job.get("priority", 0),
                 total_items=job["totalItems"],
+                item_base=job["itemBase"],
                 max_attempts=job.get("maxAttempts", 3),
                 cache=job.get("cache", False),
                 windows=owned_windows(
@@ -245,10 +246,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     async def _read_window(self, track: JobTrack) -> None:
         window = track.windows[0]
-        start, end = window_range(window)
+        start, end = window_range(window, track.total_items)
         began = time.monotonic()
         try:
-            items = await self._items.read_window(track.job_id, start, end)
+            items = await self._items.read_window(track.item_base, start, end)
             self.metrics.timed("read_window", time.monotonic() - began)
         except Exception as error:
             log.warning(
@@ -298,8 +299,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
         moved_total = 0
         with bound_context(job_id=str(track.job_id)):
             for window in windows:
-                start, end = window_range(window)
-                items = await self._items.read_window(track.job_id, start, end)
+                start, end = window_range(window, track.total_items)
+                items = await self._items.read_window(
+                    track.item_base, start, end
+                )
                 candidates = [
                     i
                     for i in items

@@ -1,9 +1,9 @@
 """The worker's database operations on items and their jobs' counters.
 
 Shaped for the local SecantusDB as much as for MongoDB (see
-``shared/LOCAL-DB.md``): items are read a bounded window at a time on the
-``(jobId, seq)`` index and filtered here; every write is batched and
-addressed by ``_id``.
+``shared/LOCAL-DB.md``): items are read a window at a time by their
+computed ids (:mod:`pipeline.jobs.item_ids`) and filtered here; every
+write is batched and addressed by ``_id``.
 
 Counters without transactions. Only changes into or out of a final
 status touch a job (:mod:`pipeline.jobs.aggregation`). Such a batch is
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,9 +35,11 @@ from pipeline.jobs.aggregation import (
     started_pipeline,
     update_pipeline,
 )
+from pipeline.jobs.item_ids import item_ids
 from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store import Store
+from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
 from pipeline.store.database import LEASED
 from pipeline.store.documents import utcnow
 
@@ -47,10 +49,6 @@ log = get_logger(__name__)
 
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
-
-#: Largest ``$in`` list per query: SecantusDB slows down quadratically
-#: beyond about a hundred ids.
-MAX_IDS_PER_QUERY = 100
 
 _UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
 
@@ -105,11 +103,6 @@ class _Change:
         return self.target in FINAL_COUNTED or self.source in FINAL_COUNTED
 
 
-def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 class ItemStore:
     """Reads, claims and finishes items for one worker (one *lane*)."""
 
@@ -137,6 +130,7 @@ class ItemStore:
                 "clientId": 1,
                 "priority": 1,
                 "totalItems": 1,
+                "itemBase": 1,
                 "maxAttempts": 1,
                 "cache": 1,
                 "providers": 1,
@@ -150,17 +144,17 @@ class ItemStore:
         ).to_list()
 
     async def read_window(
-        self, job_id: ObjectId, start: int, end: int
+        self, item_base: ObjectId, start: int, end: int
     ) -> list[Item]:
-        """Every item of a job with ``start <= seq < end``.
+        """Every item of a job with ``start <= seq < end``, by their ids.
 
-        The filter is the bounded ``(jobId, seq)`` range alone: adding
-        any other field makes SecantusDB scan the collection.
+        Args:
+            item_base: The job's ``itemBase``.
+            start: First seq.
+            end: Past the last seq (at most the job's item count).
         """
-        return await self.items.find(
-            {"jobId": job_id, "seq": {"$gte": start, "$lt": end}},
-            ITEM_PROJECTION,
-        ).to_list()
+        ids = item_ids(item_base, start, end)
+        return await find_by_ids(self.items, ids, ITEM_PROJECTION)
 
     async def leased_items(self) -> list[Item]:
         """Every item currently leased (in flight somewhere)."""
@@ -188,7 +182,7 @@ class ItemStore:
     async def cached_results(self, keys: list[str]) -> dict[str, Any]:
         """Stored results by cache key."""
         found: dict[str, Any] = {}
-        for chunk in _chunks(sorted(set(keys)), MAX_IDS_PER_QUERY):
+        for chunk in chunks(sorted(set(keys)), MAX_IDS_PER_QUERY):
             async for doc in self.cache.find({"_id": {"$in": list(chunk)}}):
                 found[doc["_id"]] = doc["result"]
         return found
@@ -274,13 +268,9 @@ class ItemStore:
 
         Asked after a claim whose answer was lost.
         """
-        found: list[Item] = []
-        for chunk in _chunks(ids, MAX_IDS_PER_QUERY):
-            found += await self.items.find(
-                {"_id": {"$in": list(chunk)}, "leaseOwner": owner},
-                ITEM_PROJECTION,
-            ).to_list()
-        return found
+        return await find_by_ids(
+            self.items, ids, ITEM_PROJECTION, leaseOwner=owner
+        )
 
     async def mark_started(self, job_ids: Iterable[ObjectId]) -> None:
         """Record that jobs have started (their first claim)."""
@@ -408,7 +398,7 @@ class ItemStore:
             for item in items
         ]
         moved: list[Item] = []
-        for chunk in _chunks(changes, MAX_IDS_PER_QUERY):
+        for chunk in chunks(changes, MAX_IDS_PER_QUERY):
             moved += [c.item for c in await self._write(list(chunk))]
         return moved
 
@@ -514,7 +504,7 @@ class ItemStore:
     ) -> list[_Change]:
         """Which changes took effect (after a partial batch)."""
         stamped: set[ObjectId] = set()
-        for chunk in _chunks(changes, MAX_IDS_PER_QUERY):
+        for chunk in chunks(changes, MAX_IDS_PER_QUERY):
             async for doc in self.items.find(
                 {"_id": {"$in": [c.item["_id"] for c in chunk]}},
                 {"batch": 1},
@@ -574,7 +564,7 @@ class ItemStore:
         """
         moves = entry.get("items") or []
         stamped: set[ObjectId] = set()
-        for chunk in _chunks([m[0] for m in moves], MAX_IDS_PER_QUERY):
+        for chunk in chunks([m[0] for m in moves], MAX_IDS_PER_QUERY):
             async for doc in self.items.find(
                 {"_id": {"$in": list(chunk)}}, {"batch": 1}
             ):

@@ -80,6 +80,7 @@ def test_production_with_everything_given():
         ("MAX_ITEMS_PER_BATCH", "0"),
         ("NUM_LLM_WORKERS", "-1"),
         ("MAX_ITEMS_PER_BATCH", "5000"),
+        ("MAX_ITEMS_PER_JOB", "20000000"),
         ("METASYNC_ENV", "staging"),
     ],
 )

@@ -2,11 +2,13 @@ from collections import deque
 
 from bson import ObjectId
 
+from pipeline.jobs.item_ids import new_item_base
 from pipeline.worker.backlog import (
     WINDOW_ITEMS,
     Backlog,
     JobTrack,
     owned_windows,
+    window_range,
 )
 
 
@@ -17,6 +19,7 @@ def _job(client, priority=0, total=10):
         client_id=client,
         priority=priority,
         total_items=total,
+        item_base=new_item_base(),
         max_attempts=3,
         cache=False,
         windows=deque(),
@@ -120,3 +123,9 @@ def test_read_ahead_is_bounded_per_client():
     wanted = backlog.jobs_to_read(low_water=50)
     assert len(wanted) == 2
     assert {t.job_id for t in wanted} == {t.job_id for t in tracks[:2]}
+
+
+def test_the_last_window_ends_with_the_job():
+    total = 2 * WINDOW_ITEMS + 7
+    assert window_range(0, total) == (0, WINDOW_ITEMS)
+    assert window_range(2, total) == (2 * WINDOW_ITEMS, total)
