@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from pipeline.worker.base import WorkerBase
 from pipeline.worker.models import ServedModel
@@ -29,6 +31,14 @@ CHAT_ATTEMPTS = 3
 CHAT_MAX_RETRY_WAIT_S = 30.0
 
 
+@dataclass
+class _Slot:
+    """Tokens of one chat call: estimated up front, used once known."""
+
+    estimate: int
+    used: int | None = None
+
+
 class ChatMixin(WorkerBase):
     """The chat-completion methods of a provider worker."""
 
@@ -44,18 +54,13 @@ class ChatMixin(WorkerBase):
         await self.start()
         model = await self._served(model_name)
         for attempt in range(1, CHAT_ATTEMPTS + 1):
-            tokens = request_tokens(request)
-            await self._acquire(model_name, tokens)
-            used = None
             try:
-                completion = await self._call(model, request)
-                used = completion.usage.total_tokens
-                return completion
+                async with self._slot(model_name, request) as slot:
+                    completion = await self._call(model, request)
+                    slot.used = completion.usage.total_tokens
+                    return completion
             except ProviderError as error:
                 await self._chat_backoff(model_name, error, attempt)
-            finally:
-                self.limiters[model_name].finish(tokens, used)
-                self._wake.set()
         raise AssertionError("unreachable")
 
     async def stream(
@@ -68,29 +73,41 @@ class ChatMixin(WorkerBase):
         await self.start()
         model = await self._served(model_name)
         for attempt in range(1, CHAT_ATTEMPTS + 1):
-            tokens = request_tokens(request)
-            await self._acquire(model_name, tokens)
-            used = None
             sent = False
             try:
-                if model.key_error is not None:
-                    raise model.key_error
-                async for event in self._provider.stream(
-                    model.config, request, model.api_key
-                ):
-                    if isinstance(event, TextDelta):
-                        sent = True
-                    else:
-                        used = event.usage.total_tokens
-                    yield event
-                return
+                async with self._slot(model_name, request) as slot:
+                    if model.key_error is not None:
+                        raise model.key_error
+                    async for event in self._provider.stream(
+                        model.config, request, model.api_key
+                    ):
+                        if isinstance(event, TextDelta):
+                            sent = True
+                        else:
+                            slot.used = event.usage.total_tokens
+                        yield event
+                    return
             except ProviderError as error:
                 if sent:
                     raise
                 await self._chat_backoff(model_name, error, attempt)
-            finally:
-                self.limiters[model_name].finish(tokens, used)
-                self._wake.set()
+
+    @asynccontextmanager
+    async def _slot(
+        self, model_name: str, request: CompletionRequest
+    ) -> AsyncIterator[_Slot]:
+        """Hold a slot of the model's limiter for one call.
+
+        Freed on exit (before any backoff, so a waiting call holds no
+        concurrency) with the tokens the call reported, if any.
+        """
+        slot = _Slot(request_tokens(request))
+        await self._acquire(model_name, slot.estimate)
+        try:
+            yield slot
+        finally:
+            self.limiters[model_name].finish(slot.estimate, slot.used)
+            self._wake.set()
 
     async def _served(self, model_name: str) -> ServedModel:
         if model_name not in self.models:

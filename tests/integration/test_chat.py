@@ -5,7 +5,7 @@ import concurrent.futures
 import openai
 import pytest
 
-from tests.support.api import create_model
+from tests.support.api import create_model, fake_model
 from tests.support.fake_provider import unique_model
 
 pytestmark = pytest.mark.ray
@@ -40,9 +40,12 @@ def test_completion(http, admin_headers, fake, chat_client):
 
 
 def test_streaming(http, admin_headers, fake, chat_client):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
-    fake.configure({name: {"latencyMs": 5, "streamTokensPerSecond": 200}})
+    name = fake_model(
+        http,
+        admin_headers,
+        fake,
+        {"latencyMs": 5, "streamTokensPerSecond": 200},
+    )
     stream = chat_client.chat.completions.create(
         model=name,
         messages=[{"role": "user", "content": "one two three four"}],
@@ -63,9 +66,9 @@ def test_streaming(http, admin_headers, fake, chat_client):
 def test_chat_shares_the_model_limits(
     http, admin_headers, fake, base_url, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=2)
-    fake.configure({name: {"latencyMs": 300}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 300}, max_concurrency=2
+    )
 
     def ask(i):
         client = openai.OpenAI(
@@ -83,8 +86,7 @@ def test_chat_shares_the_model_limits(
 
 
 def test_errors_reach_the_client_typed(http, admin_headers, fake, chat_client):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     fake.configure(
         {name: {"faults": [{"kind": "rate_limit", "retryAfter": 90}]}}
     )

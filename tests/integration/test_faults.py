@@ -11,6 +11,7 @@ from pipeline.worker.names import worker_name
 from tests.support.api import (
     all_results,
     create_model,
+    fake_model,
     submit_job,
     wait_for_job,
 )
@@ -85,8 +86,7 @@ def test_a_worker_killed_mid_job_loses_and_repeats_nothing(
 def test_a_429_storm_waits_for_retry_after(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=20)
+    name = fake_model(http, admin_headers, fake, max_concurrency=20)
     retry_after = 2
     fake.configure(
         {
@@ -155,8 +155,7 @@ def test_5xx_and_cut_responses_are_retried(
 def test_permanent_errors_fail_at_once_and_requeue_brings_them_back(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=4)
+    name = fake_model(http, admin_headers, fake, max_concurrency=4)
     fake.configure(
         {
             name: {
@@ -198,9 +197,7 @@ def test_permanent_errors_fail_at_once_and_requeue_brings_them_back(
 def test_cached_results_make_no_provider_call(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
-    fake.configure({name: {"latencyMs": 5}})
+    name = fake_model(http, admin_headers, fake, {"latencyMs": 5})
     items = [
         {"model": name, "userContent": f"same {i}", "temperature": 0}
         for i in range(5)
@@ -226,9 +223,9 @@ def test_cached_results_make_no_provider_call(
 def test_a_small_job_is_not_starved_by_a_big_one(
     http, admin_headers, fake, client_a, client_b
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=1)
-    fake.configure({name: {"latencyMs": 40}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 40}, max_concurrency=1
+    )
     big = submit_job(http, client_a, _items(name, 150))
     time.sleep(0.5)
     small = submit_job(http, client_b, _items(name, 5))
@@ -241,9 +238,9 @@ def test_a_small_job_is_not_starved_by_a_big_one(
 def test_higher_priority_goes_first_within_a_client(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=1)
-    fake.configure({name: {"latencyMs": 40}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 40}, max_concurrency=1
+    )
     low = submit_job(http, client_a, _items(name, 120))
     time.sleep(0.5)
     urgent = submit_job(http, client_a, _items(name, 5), priority=10)

@@ -8,6 +8,7 @@ from pymongo import MongoClient
 from tests.support.api import (
     all_results,
     create_model,
+    fake_model,
     register_client,
     submit_job,
     wait_for_job,
@@ -101,9 +102,7 @@ def test_two_thousand_items_three_models_two_clients(
 def test_single_item_is_picked_up_without_waiting_for_a_poll(
     http, admin_headers, fake, client_a, service_env
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
-    fake.configure({name: {"latencyMs": 5}})
+    name = fake_model(http, admin_headers, fake, {"latencyMs": 5})
     started = time.monotonic()
     job = submit_job(http, client_a, _inline(name, 1))
     wait_for_job(http, client_a, job["id"], timeout_s=30)
@@ -115,8 +114,7 @@ def test_single_item_is_picked_up_without_waiting_for_a_poll(
 def test_nothing_is_written_when_one_item_is_bad(
     http, admin_headers, fake, client_a, mongo_uri, db_name
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     prompt = http.post(
         "/prompts",
         json={
@@ -209,8 +207,7 @@ def test_empty_and_oversized_jobs(http, client_a):
 def test_prompt_items_are_rendered_and_pinned(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     fake.configure(
         {
             name: {
@@ -261,9 +258,9 @@ def test_prompt_items_are_rendered_and_pinned(
 
 
 def test_results_pages_and_json_lines(http, admin_headers, fake, client_a):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=8)
-    fake.configure({name: {"latencyMs": 1}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 1}, max_concurrency=8
+    )
     job = submit_job(http, client_a, _inline(name, 250))
     wait_for_job(http, client_a, job["id"], timeout_s=60)
     page = http.get(
@@ -301,9 +298,9 @@ def test_results_pages_and_json_lines(http, admin_headers, fake, client_a):
 def test_results_are_readable_while_the_job_runs(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=2)
-    fake.configure({name: {"latencyMs": 100}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 100}, max_concurrency=2
+    )
     job = submit_job(http, client_a, _inline(name, 40))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -319,8 +316,7 @@ def test_results_are_readable_while_the_job_runs(
 
 
 def test_job_listing(http, admin_headers, fake, client_b):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     ids = [
         submit_job(http, client_b, _inline(name, 1))["id"] for _ in range(3)
     ]
@@ -345,8 +341,7 @@ def test_job_listing(http, admin_headers, fake, client_b):
 def test_idempotency_key_returns_the_original_job(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     body = {"items": _inline(name, 3), "idempotencyKey": "batch-7"}
     first = http.post("/jobs", json=body, headers=client_a.headers)
     again = http.post("/jobs", json=body, headers=client_a.headers)
@@ -366,8 +361,7 @@ def test_idempotency_key_returns_the_original_job(
 def test_another_clients_job_is_404(
     http, admin_headers, fake, client_a, client_b
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     job = submit_job(http, client_a, _inline(name, 2))
     base = f"/jobs/{job['id']}"
     for method, path in [
@@ -386,8 +380,7 @@ def test_another_clients_job_is_404(
 
 
 def test_consume_and_illegal_transitions(http, admin_headers, fake, client_a):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
+    name = fake_model(http, admin_headers, fake)
     job = submit_job(http, client_a, _inline(name, 2))
     wait_for_job(http, client_a, job["id"], timeout_s=30)
     canceled = http.post(f"/jobs/{job['id']}/cancel", headers=client_a.headers)
@@ -410,9 +403,9 @@ def test_consume_and_illegal_transitions(http, admin_headers, fake, client_a):
 def test_cancel_keeps_what_ran_and_cancels_the_rest(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=2)
-    fake.configure({name: {"latencyMs": 150}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 150}, max_concurrency=2
+    )
     job = submit_job(http, client_a, _inline(name, 60))
     deadline = time.monotonic() + 30
     while (
@@ -443,9 +436,9 @@ def test_cancel_keeps_what_ran_and_cancels_the_rest(
 def test_delete_hides_the_job_and_cancels_its_items(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name, max_concurrency=1)
-    fake.configure({name: {"latencyMs": 200}})
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 200}, max_concurrency=1
+    )
     job = submit_job(http, client_a, _inline(name, 30))
     assert (
         http.delete(f"/jobs/{job['id']}", headers=client_a.headers).status_code

@@ -6,8 +6,7 @@ import pytest
 import ray
 
 from pipeline.worker.names import worker_name
-from tests.support.api import create_model, wait_for_job
-from tests.support.fake_provider import unique_model
+from tests.support.api import fake_model, wait_for_job
 from tests.support.net import wait_until
 
 pytestmark = pytest.mark.ray
@@ -16,9 +15,7 @@ pytestmark = pytest.mark.ray
 def test_a_worker_that_is_gone_for_good_is_recreated(
     http, admin_headers, fake, client_a
 ):
-    name = unique_model()
-    create_model(http, admin_headers, fake.url, name)
-    fake.configure({name: {"latencyMs": 5}})
+    name = fake_model(http, admin_headers, fake, {"latencyMs": 5})
     actor = worker_name("openai", 1)
     before = ray.get(
         ray.get_actor(actor, namespace="metasync").stats.remote(), timeout=30

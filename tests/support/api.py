@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
+
+from tests.support.fake_provider import FakeProviderProcess, unique_model
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,24 @@ def register_client(
     assert response.status_code == 201, response.text
     data = response.json()
     return ClientCredentials(data["clientId"], data["apiKey"], data["name"])
+
+
+def fake_model(
+    http: httpx2.Client,
+    admin_headers: dict[str, str],
+    fake: FakeProviderProcess,
+    behaviour: dict[str, object] | None = None,
+    **options: Any,
+) -> str:
+    """A new catalog model on the fake provider, behaving as told there.
+
+    ``options`` go to :func:`create_model`; returns the model's name.
+    """
+    name = unique_model()
+    create_model(http, admin_headers, fake.url, name, **options)
+    if behaviour:
+        fake.configure({name: behaviour})
+    return name
 
 
 def create_model(
