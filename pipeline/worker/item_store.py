@@ -35,6 +35,7 @@ from pipeline.jobs.aggregation import (
     started_pipeline,
     update_pipeline,
 )
+from pipeline.jobs.documents import SUMMARY_FIELDS
 from pipeline.jobs.item_ids import item_ids
 from pipeline.logging import get_logger
 from pipeline.states import Status
@@ -49,6 +50,14 @@ log = get_logger(__name__)
 
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
+
+#: What a worker reads of its active jobs: the summary it is also sent
+#: when a job arrives, plus what only polling needs.
+ACTIVE_JOB_FIELDS = {
+    **dict.fromkeys(SUMMARY_FIELDS, 1),
+    "startedAt": 1,
+    "journal": 1,
+}
 
 _UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
 
@@ -124,23 +133,7 @@ class ItemStore:
     async def active_jobs(self) -> list[dict[str, Any]]:
         """Jobs that still have unfinished items."""
         return await self.jobs.find(
-            {"active": True},
-            {
-                "_id": 1,
-                "clientId": 1,
-                "priority": 1,
-                "totalItems": 1,
-                "itemBase": 1,
-                "maxAttempts": 1,
-                "cache": 1,
-                "providers": 1,
-                "models": 1,
-                "status": 1,
-                "requeues": 1,
-                "startedAt": 1,
-                "journal": 1,
-                "_metadata.isDeleted": 1,
-            },
+            {"active": True}, ACTIVE_JOB_FIELDS
         ).to_list()
 
     async def read_window(
