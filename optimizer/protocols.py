@@ -55,9 +55,16 @@ class Score:
 
 
 class Scorer(Protocol):
-    """Scores one output against one example; higher is better."""
+    """Scores one output against one example; higher is better.
+
+    Attributes:
+        name: The scorer's kind, as configured.
+        model_calls: Model calls one score takes (1 for an LLM judge),
+            so the loop can plan its budget before it spends.
+    """
 
     name: str
+    model_calls: int
 
     async def score(
         self, example: Example, output: str, call: ModelCall

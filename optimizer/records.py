@@ -119,11 +119,12 @@ class Outcome:
             call, or the judge's call, failed: not a wrong answer).
         error: Why it was not scored, or None.
         feedback: The scorer's explanation (shown to the meta model).
-        calls: Fresh provider calls made (0 when every answer was
-            read back from the store).
-        cost: USD of those fresh calls.
-        input_tokens: Prompt tokens of those fresh calls.
-        output_tokens: Answer tokens of those fresh calls.
+        calls: Model calls it took (target, and judge if any), counted
+            the same whether the answers were made now or read back
+            from the store, so a resumed run accounts as the original.
+        cost: USD of those calls.
+        input_tokens: Prompt tokens of those calls.
+        output_tokens: Answer tokens of those calls.
     """
 
     example_id: str
