@@ -5,18 +5,31 @@ behaviour of every model on top of an optional config file::
 
     python -m providers.fake --port 8799 --latency-ms 100-300 \
         --stream-tps 50 --fault rate_limit:0.05 --config fake.yaml
+
+The simulated demo models of ``configs/models.yaml`` that need more than
+an echo (:data:`DEMO_MODELS`: the prompt-optimization task, its control
+and the meta model) are served with their simulation and a 20 ms latency
+unless the config file names them too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .behaviour import FAULT_KINDS, BehaviourError
 from .config import FakeConfig, load_config_file
 from .server import DEFAULT_PORT, run
+
+# Behaviours of the demo models keyed by their upstream model ids; short
+# latencies so that a demo optimization run finishes in seconds.
+DEMO_MODELS: dict[str, dict[str, Any]] = {
+    "demo-task": {"simulate": "task", "latencyMs": 20},
+    "demo-task-control": {"simulate": "control", "latencyMs": 20},
+    "demo-meta": {"simulate": "meta", "latencyMs": 20},
+}
 
 
 def _latency(text: str) -> float | dict[str, float]:
@@ -125,6 +138,20 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     return document
 
 
+def with_demo_models(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Add the :data:`DEMO_MODELS` a configuration document does not name.
+
+    Args:
+        document: A configuration document.
+
+    Returns:
+        A copy whose models are the demo models overlaid by the
+        document's own.
+    """
+    models = {**DEMO_MODELS, **(document.get("models") or {})}
+    return {**document, "models": models}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake provider server until interrupted.
 
@@ -136,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        document = build_config(args)
+        document = with_demo_models(build_config(args))
     except (BehaviourError, OSError, ValueError) as exc:
         print(f"fake-provider: {exc}", file=sys.stderr)
         return 2

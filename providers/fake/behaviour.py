@@ -10,6 +10,7 @@ A behaviour is read from a camelCase mapping (a config file, or the JSON of
     reply: "fixed text"                 # default: echo the last user message
     rules:                              # first match (system + user) wins
       - {match: "(?i)translate", reply: "Bonjour"}
+    simulate: task                      # or control, meta; wins over both
     faults:                             # first one that triggers wins
       - {kind: rate_limit, rate: 0.1, retryAfter: 2, retryAfterMs: 1500}
       - {kind: server_error, onCalls: [3, 7], status: 503}
@@ -25,6 +26,13 @@ it a rate limit) and ``slow_first_byte`` (``delayMs`` before the body).
 A fault with no trigger (``rate``, ``onCalls``, ``everyN``) fires on every
 call. Randomness comes from generators seeded per model, so a run with the
 same seed and the same call order behaves the same.
+
+``simulate`` answers from :mod:`providers.fake.simulation`: ``task`` is
+the arithmetic model whose accuracy depends on the system prompt,
+``control`` the one no prompt changes (both answer the last user
+message),
+``meta`` the scripted meta model (it reads the system text and the last
+user message, joined by a blank line).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
+
+from . import simulation
 
 FAULT_KINDS = frozenset(
     {
@@ -62,8 +72,10 @@ _BEHAVIOUR_FIELDS = frozenset(
         "reply",
         "rules",
         "faults",
+        "simulate",
     }
 )
+SIMULATIONS = frozenset({"task", "control", "meta"})
 _FAULT_FIELDS = frozenset(
     {
         "kind",
@@ -236,6 +248,8 @@ class Behaviour:
         reply: Fixed answer text, or None to echo the last user message.
         rules: Pattern-matched answers, tried before ``reply``.
         faults: Injected failures, tried in order.
+        simulate: ``task``, ``control`` or ``meta`` to answer from the
+            simulation (ahead of ``rules`` and ``reply``), or None.
     """
 
     latency_ms: float | tuple[float, float] = 0.0
@@ -245,6 +259,7 @@ class Behaviour:
     reply: str | None = None
     rules: tuple[Rule, ...] = ()
     faults: tuple[Fault, ...] = field(default_factory=tuple)
+    simulate: str | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str) -> Behaviour:
@@ -275,6 +290,7 @@ class Behaviour:
                 Fault.parse(item, f"{where}.faults[{i}]")
                 for i, item in enumerate(_sequence(raw, "faults", where))
             ),
+            simulate=_simulation(raw.get("simulate"), f"{where}.simulate"),
         )
 
     def latency_seconds(self, rng: random.Random) -> float:
@@ -320,9 +336,17 @@ class Behaviour:
             last_user: The last user message.
 
         Returns:
-            The first matching rule's reply (with group references such
-            as ``\g<1>`` expanded), else ``reply``, else the echo.
+            The simulation's answer when ``simulate`` is set; else the
+            first matching rule's reply (with group references such as
+            ``\g<1>`` expanded), else ``reply``, else the echo.
         """
+        if self.simulate == "task":
+            return simulation.task_answer(system, last_user)
+        if self.simulate == "control":
+            return simulation.control_answer(system, last_user)
+        if self.simulate == "meta":
+            meta_prompt = f"{system}\n\n{last_user}" if system else last_user
+            return simulation.meta_answer(meta_prompt)
         haystack = f"{system}\n{last_user}" if system else last_user
         for rule in self.rules:
             match = rule.pattern.search(haystack)
@@ -356,6 +380,13 @@ def _latency(value: Any, where: str) -> float | tuple[float, float]:
     if value < 0:
         raise BehaviourError(f"{where}: must not be negative")
     return float(value)
+
+
+def _simulation(value: Any, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and value in SIMULATIONS):
+        return value
+    kinds = ", ".join(sorted(SIMULATIONS))
+    raise BehaviourError(f"{where}: must be one of {kinds}")
 
 
 def _optional_text(
