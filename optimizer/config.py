@@ -79,8 +79,10 @@ class SplitConfig(_Config):
 class BudgetConfig(_Config):
     """When the search stops (whichever comes first).
 
-    ``maxCalls`` counts model calls asked for (target, meta and judge);
-    retries of a call are the pipeline's and are reported apart.
+    ``maxCalls`` counts model calls asked for (target, meta and judge),
+    also those answered from the run's own store of answers, so a
+    resumed run spends its budget exactly as the original; retries of a
+    call are the pipeline's and not counted.
     """
 
     iterations: int = Field(8, ge=0, le=1000)

@@ -28,9 +28,7 @@ class ModelCall(Protocol):
     :class:`Answer` with ``text=None``: never an exception.
     """
 
-    async def __call__(
-        self, model: str, request: CompletionRequest
-    ) -> Answer:
+    async def __call__(self, model: str, request: CompletionRequest) -> Answer:
         """Answer ``request`` with catalog model ``model``."""
         ...
 

@@ -25,11 +25,13 @@ from serve_app.routes import (
     admin_clients,
     admin_jobs,
     chat,
+    datasets,
     docs,
     health,
     jobs,
     models,
     prompts,
+    runs,
 )
 
 log = get_logger(__name__)
@@ -87,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs,
         admin_jobs,
         chat,
+        datasets,
+        runs,
     ):
         app.include_router(module.router)
     docs.mount_docs(app)

@@ -23,6 +23,7 @@ from pipeline.logging import configure_logging
 from pipeline.security import IssuedKey
 from pipeline.settings import Settings, SettingsError
 from pipeline.store import Store, create_mongo_client
+from serve_app import optimize_cli
 from serve_app.launcher import LocalStack, StackOptions
 from serve_app.local_services import LocalDatabase
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--max-pending-items", type=int, default=None)
     create.add_argument("--budget", type=float, default=None)
 
+    optimize_cli.add_parser(commands)
     commands.add_parser(
         "fake-provider",
         help="run the fake provider server (options: fake-provider -h)",
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "up":
         return _up(settings, args)
+    if args.command == "optimize":
+        return optimize_cli.run(args)
     return _create_client(settings, args)
 
 

@@ -8,6 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bson import ObjectId
+
+from optimizer.actor import optimizer_handle
+from optimizer.runs import RunStore
+from optimizer.service import RunService
 from pipeline.catalog import ModelCatalog, ModelSpec, load_seed
 from pipeline.clients import ClientService
 from pipeline.jobs.service import JobService
@@ -24,6 +29,8 @@ log = get_logger(__name__)
 
 #: Seconds between sweeps for abandoned submissions.
 JANITOR_INTERVAL_S = 60.0
+#: Seconds between checks that the optimizer actor answers.
+OPTIMIZER_SUPERVISE_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -39,6 +46,7 @@ class AppContext:
     jobs: JobService
     workers: WorkerHandles
     rate_gate: RequestRateGate
+    runs: RunService
     supervisor: WorkerSupervisor | None = None
     #: Named checks for ``/ready``, each answering "ok" or a problem.
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] = field(
@@ -73,6 +81,7 @@ class AppContext:
         await catalog.seed(_seed_specs(settings.models_file))
         prompts = PromptService(store)
         workers = WorkerHandles(settings)
+        optimizer = OptimizerLink(settings, enabled=supervise)
         context = cls(
             settings=settings,
             store=store,
@@ -85,12 +94,16 @@ class AppContext:
             jobs=JobService(store),
             workers=workers,
             rate_gate=RequestRateGate(),
+            runs=RunService(
+                RunStore(store), catalog, prompts, optimizer.start
+            ),
         )
         if supervise:
             supervisor = WorkerSupervisor(settings, catalog, workers)
             context.supervisor = supervisor
             context.readiness_checks["workers"] = supervisor.readiness
             context._tasks.append(asyncio.create_task(supervisor.run()))
+            context._tasks.append(asyncio.create_task(optimizer.supervise()))
         context._tasks.append(asyncio.create_task(context._janitor()))
         return context
 
@@ -110,6 +123,39 @@ class AppContext:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.store.close()
+
+
+class OptimizerLink:
+    """The app's link to the cluster's optimizer actor.
+
+    Without Ray (``enabled`` off) runs are stored and wait: the
+    optimizer adopts them when it starts.
+    """
+
+    def __init__(self, settings: Settings, *, enabled: bool) -> None:
+        self._settings = settings
+        self._enabled = enabled
+
+    def start(self, run_id: ObjectId) -> None:
+        """Ask the optimizer to drive a run (fire and forget).
+
+        A lost message only delays the run until the optimizer's scan.
+        """
+        if not self._enabled:
+            return
+        try:
+            optimizer_handle(self._settings).start.remote(str(run_id))
+        except Exception as error:
+            log.warning("optimizer_notify_failed", error=str(error))
+
+    async def supervise(self) -> None:
+        """Keep the optimizer actor alive and scanning, until cancelled."""
+        while True:
+            try:
+                await optimizer_handle(self._settings).ping.remote()
+            except Exception as error:
+                log.warning("optimizer_unhealthy", error=str(error))
+            await asyncio.sleep(OPTIMIZER_SUPERVISE_INTERVAL_S)
 
 
 def _seed_specs(path: str) -> list[ModelSpec]:

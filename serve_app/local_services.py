@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.local_database import port_open, record_path, running_uri
 from pipeline.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,15 +32,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
-
-
-def port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -111,19 +103,13 @@ class LocalDatabase:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.state_dir = Path(state_dir)
-        self.record = self.state_dir / "run" / "db.json"
+        self.record = record_path(self.state_dir)
         self.child: ChildProcess | None = None
         self.uri: str | None = None
 
     def running_uri(self) -> str | None:
         """The URI of an instance already running, if any."""
-        if not self.record.exists():
-            return None
-        info = json.loads(self.record.read_text())
-        if port_open("127.0.0.1", info["port"]):
-            uri: str = info["uri"]
-            return uri
-        return None
+        return running_uri(self.state_dir)
 
     def start(self) -> str:
         """Start the server (or reuse a running one) and return its URI.

@@ -71,7 +71,13 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "runs": [
         IndexModel([("clientId", ASCENDING), _LIVE, ("_id", DESCENDING)]),
+        # The optimizer's scan for runs whose driver died.
+        IndexModel([("status", ASCENDING)]),
     ],
+    "datasets": [
+        IndexModel([("clientId", ASCENDING), _LIVE, ("_id", DESCENDING)]),
+    ],
+    # run_answers: addressed by _id only (run id and request key).
 }
 
 

@@ -1,0 +1,239 @@
+"""Optimization runs over HTTP, driven by the cluster's optimizer actor.
+
+The target model is the fake provider's simulated task (its accuracy a
+known function of the prompt) and the meta model is its scripted one,
+so a run must find a better prompt; the fake server counts every call.
+"""
+
+import json
+import time
+
+import pytest
+
+from providers.fake.simulation import STARTING_PROMPT, task_dataset
+from tests.support.api import create_model, submit_job, wait_for_job
+from tests.support.fake_provider import unique_model
+
+pytestmark = pytest.mark.ray
+
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+def _models(http, admin_headers, fake, *, concurrency=16, latency_ms=5):
+    target, meta = unique_model("task"), unique_model("meta")
+    for name, kind in ((target, "task"), (meta, "meta")):
+        create_model(
+            http,
+            admin_headers,
+            fake.url,
+            name,
+            max_concurrency=concurrency,
+        )
+        fake.configure({name: {"simulate": kind, "latencyMs": latency_ms}})
+    return target, meta
+
+
+def _run_body(target, meta, **changes):
+    body = {
+        "name": "calculator",
+        "workingPrompts": [{"text": STARTING_PROMPT}],
+        "examples": task_dataset(40, seed=3),
+        "targetModel": target,
+        "metaModel": meta,
+        "scorer": {"kind": "exact"},
+        "minibatchSize": 6,
+        "budget": {
+            "iterations": 5,
+            "candidatesPerIteration": 3,
+            "maxCalls": 600,
+            "patience": 5,
+        },
+        "seed": 11,
+    }
+    body.update(changes)
+    return body
+
+
+def _wait_run(http, client, run_id, timeout_s=180.0):
+    deadline = time.monotonic() + timeout_s
+    run = {}
+    while time.monotonic() < deadline:
+        run = http.get(f"/runs/{run_id}", headers=client.headers).json()
+        if run["status"] in FINISHED:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish: {run}")
+
+
+def test_run_finds_a_better_prompt(http, admin_headers, fake, client_a):
+    target, meta = _models(http, admin_headers, fake)
+    response = http.post(
+        "/runs", json=_run_body(target, meta), headers=client_a.headers
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["status"] in ("QUEUED", "RUNNING")
+    run = _wait_run(http, client_a, created["id"])
+    assert run["status"] == "SUCCEEDED", run.get("error")
+    result = run["result"]
+    assert result["bestScore"] > result["baselineScore"]
+    assert result["recommendation"] == "best"
+    assert result["comparison"]["low"] > 0
+    # Every candidate after the seed names its parent and the reason.
+    proposed = [c for c in run["candidates"] if c["iteration"] > 0]
+    assert proposed
+    assert all(c["parents"] and c["rationale"] for c in proposed)
+    # The budget holds, counted where the calls land. The run counts an
+    # answer it reads back from its own store too (so a resumed run
+    # accounts as the original did): its count is an upper bound.
+    calls = fake.stats(target)["requests"] + fake.stats(meta)["requests"]
+    assert 0 < calls <= run["progress"]["calls"] <= 600
+    assert run["progress"]["cost"] > 0
+    # The report is one page with no reference to the network.
+    report = http.get(
+        f"/runs/{created['id']}/report", headers=client_a.headers
+    )
+    assert report.status_code == 200
+    assert "<svg" in report.text and "http" not in report.text.lower()
+
+
+def test_promote_makes_a_new_prompt_version(
+    http, admin_headers, fake, client_a
+):
+    target, meta = _models(http, admin_headers, fake)
+    prompt = http.post(
+        "/prompts",
+        json={"name": "calc", "systemPrompt": STARTING_PROMPT},
+        headers=client_a.headers,
+    ).json()
+    body = _run_body(
+        target, meta, workingPrompts=None, prompts=[{"promptId": prompt["id"]}]
+    )
+    del body["workingPrompts"]
+    created = http.post("/runs", json=body, headers=client_a.headers).json()
+    run = _wait_run(http, client_a, created["id"])
+    assert run["workingPrompts"][0]["promptId"] == prompt["id"]
+    promoted = http.post(
+        f"/runs/{created['id']}/promote", headers=client_a.headers
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["version"] == 2
+    assert promoted.json()["systemPrompt"] == run["result"]["bestPrompt"]
+
+
+def test_runs_belong_to_their_client(
+    http, admin_headers, fake, client_a, client_b
+):
+    target, meta = _models(http, admin_headers, fake)
+    created = http.post(
+        "/runs",
+        json=_run_body(target, meta, budget={"iterations": 0}),
+        headers=client_a.headers,
+    ).json()
+    for path in ("", "/report"):
+        other = http.get(
+            f"/runs/{created['id']}{path}", headers=client_b.headers
+        )
+        assert other.status_code == 404
+    assert (
+        http.post(
+            f"/runs/{created['id']}/cancel", headers=client_b.headers
+        ).status_code
+        == 404
+    )
+    listed = http.get("/runs", headers=client_b.headers).json()["items"]
+    assert created["id"] not in [r["id"] for r in listed]
+    _wait_run(http, client_a, created["id"])
+
+
+def test_bad_configurations_name_the_field(
+    http, admin_headers, fake, client_a
+):
+    target, meta = _models(http, admin_headers, fake)
+    cases = {
+        "targetModel": {"targetModel": "no-such-model"},
+        "examples": {"examples": []},
+        "split": {"split": {"validationSize": 40}},
+        "budget.maxCalls": {"budget": {"maxCalls": 5}},
+        "scorer.kind": {"scorer": {"kind": "python"}},
+        "examples[0].expected": {
+            "examples": [{"inputs": {"input": "What is 1 + 1?"}}] * 4
+        },
+    }
+    for field, change in cases.items():
+        response = http.post(
+            "/runs",
+            json=_run_body(target, meta, **change),
+            headers=client_a.headers,
+        )
+        assert response.status_code == 400, (field, response.text)
+        fields = [e["field"] for e in response.json()["error"]["errors"]]
+        assert any(f.startswith(field) for f in fields), (field, fields)
+    listed = http.get("/runs", headers=client_a.headers).json()["items"]
+    assert all(r["name"] != "rejected" for r in listed)
+
+
+def test_cancel_stops_a_run(http, admin_headers, fake, client_a):
+    target, meta = _models(http, admin_headers, fake, latency_ms=100)
+    created = http.post(
+        "/runs",
+        json=_run_body(
+            target, meta, budget={"iterations": 50, "patience": 50}
+        ),
+        headers=client_a.headers,
+    ).json()
+    canceled = http.post(
+        f"/runs/{created['id']}/cancel", headers=client_a.headers
+    )
+    assert canceled.status_code == 200
+    run = _wait_run(http, client_a, created["id"])
+    assert run["status"] == "CANCELED"
+    again = http.post(
+        f"/runs/{created['id']}/cancel", headers=client_a.headers
+    )
+    assert again.status_code == 409
+
+
+def test_a_run_and_a_job_share_the_model_limit(
+    http, admin_headers, fake, client_a
+):
+    target, meta = _models(
+        http, admin_headers, fake, concurrency=3, latency_ms=40
+    )
+    created = http.post(
+        "/runs",
+        json=_run_body(target, meta, budget={"iterations": 2}),
+        headers=client_a.headers,
+    ).json()
+    job = submit_job(
+        http,
+        client_a,
+        [
+            {"model": target, "userContent": f"What is {n} + 1?"}
+            for n in range(60)
+        ],
+    )
+    wait_for_job(http, client_a, job["id"])
+    _wait_run(http, client_a, created["id"])
+    assert fake.stats(target)["maxInFlight"] <= 3
+
+
+def test_datasets_take_json_lines(http, client_a):
+    lines = "\n".join(
+        json.dumps({"inputs": {"input": f"{n} + 1"}, "expected": str(n + 1)})
+        for n in range(5)
+    )
+    response = http.post(
+        "/datasets?name=lines",
+        content=lines,
+        headers={**client_a.headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["size"] == 5
+    bad = http.post(
+        "/datasets",
+        content='{"inputs": {"input": "x"}}\nnot json\n',
+        headers={**client_a.headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert bad.status_code == 400
+    assert "line 2" in bad.text
