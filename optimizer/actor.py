@@ -4,15 +4,13 @@ Runs are driven inside the cluster, never inside an HTTP request: the
 API stores a run and tells this actor to start it. The actor also scans
 for active runs that no live driver holds (created while it was down,
 or whose driver died) and resumes them from their saved state. Ray
-restarts the actor if its process dies; its runs' leases then lapse
-and its next incarnation takes them over.
+restarts the actor if its process dies; its next incarnation drives
+under the same name and so takes its runs back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from typing import Any
 
 import ray
@@ -95,8 +93,9 @@ class OptimizerActor:
             settings.db_name,
         )
         handles = WorkerHandles(settings)
-        owner = f"optimizer:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        driver = RunDriver(store, owner, handles.complete)
+        # One optimizer actor lives in a cluster at a time: a restarted
+        # one drives under the same name and takes its runs back at once.
+        driver = RunDriver(store, ACTOR_NAME, handles.complete)
         self._runs = RunsDriver(driver, driver.orphans)
 
     async def start(self, run_id: str) -> bool:

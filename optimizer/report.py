@@ -276,7 +276,6 @@ def _spending(spending: Mapping[str, Any]) -> str:
             ("cost", NO_VALUE if cost is None else f"${cost:,.4f}"),
             ("input tokens", count("inputTokens")),
             ("output tokens", count("outputTokens")),
-            ("retries", count("retries")),
             ("discarded proposals", count("discardedProposals")),
         ]
     )
@@ -347,7 +346,7 @@ def render_html(
             "candidates": [{"id", "minibatchScore",
             "validationScore"}]}``.
         spending: ``calls``, ``cost`` (USD), ``inputTokens``,
-            ``outputTokens``, ``retries``, ``discardedProposals``.
+            ``outputTokens``, ``discardedProposals``.
 
     Returns:
         The page; every text from the run is escaped.

@@ -80,6 +80,8 @@ def progress_of(state: RunState, config: RunConfig) -> dict[str, Any]:
         "maxCalls": config.budget.max_calls,
         "cost": state.cost,
         "maxCost": config.budget.max_cost,
+        "inputTokens": state.input_tokens,
+        "outputTokens": state.output_tokens,
         "discardedProposals": state.discarded_proposals,
     }
 
@@ -147,8 +149,8 @@ class RunDriver:
                 await heartbeat
 
     async def orphans(self) -> list[ObjectId]:
-        """Active runs that no live driver holds."""
-        return await self._runs.orphans()
+        """Active runs that no live driver holds, or held in our name."""
+        return await self._runs.orphans(self._owner)
 
     async def _heartbeat(self, run_id: ObjectId) -> None:
         while True:

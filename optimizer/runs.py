@@ -253,13 +253,19 @@ class RunStore:
         if not await safe_operation(update, what="save a run"):
             raise LeaseLost(str(run_id))
 
-    async def orphans(self) -> list[ObjectId]:
-        """Active runs with no live driver (never started, or it died)."""
+    async def orphans(self, owner: str) -> list[ObjectId]:
+        """Active runs with no live driver, or held under ``owner``.
+
+        A driver that restarts under the same name (the cluster's one
+        optimizer actor) takes its runs back at once, without waiting
+        for their leases to lapse.
+        """
         now = utcnow()
         found = await self.runs.read(
             {
                 "status": {"$in": list(ACTIVE)},
                 "$or": [
+                    {"leaseOwner": owner},
                     {"leaseExpiresAt": None},
                     {"leaseExpiresAt": {"$lt": now}},
                 ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -85,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"metasync: configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    quiet = args.command == "optimize" and "LOG_LEVEL" not in os.environ
+    # The progress bar is the optimize command's output; logs that say
+    # nothing wrong would only break it up.
+    configure_logging("WARNING" if quiet else settings.log_level)
     if args.command == "up":
         return _up(settings, args)
     if args.command == "optimize":

@@ -10,7 +10,11 @@ import time
 
 import pytest
 
-from providers.fake.simulation import STARTING_PROMPT, task_dataset
+from providers.fake.simulation import (
+    STARTING_PROMPT,
+    task_answer,
+    task_dataset,
+)
 from tests.support.api import create_model, submit_job, wait_for_job
 from tests.support.fake_provider import unique_model
 
@@ -237,3 +241,125 @@ def test_datasets_take_json_lines(http, client_a):
     )
     assert bad.status_code == 400
     assert "line 2" in bad.text
+
+
+def _stored_run(mongo_uri, db_name, run_id):
+    from bson import ObjectId
+    from pymongo import MongoClient
+
+    with MongoClient(mongo_uri) as client:
+        return client[db_name]["runs"].find_one({"_id": ObjectId(run_id)})
+
+
+def test_failed_calls_are_not_scored_as_wrong(
+    http, admin_headers, fake, client_a, mongo_uri, db_name
+):
+    target, meta = _models(http, admin_headers, fake)
+    # A 400 is permanent: the call fails for good, no retry.
+    fake.configure(
+        {
+            target: {
+                "simulate": "task",
+                "latencyMs": 5,
+                "faults": [{"kind": "bad_request", "rate": 0.25}],
+            }
+        }
+    )
+    examples = task_dataset(40, seed=3)
+    created = http.post(
+        "/runs",
+        json=_run_body(
+            target, meta, examples=examples, budget={"iterations": 1}
+        ),
+        headers=client_a.headers,
+    ).json()
+    run = _wait_run(http, client_a, created["id"])
+    assert run["status"] == "SUCCEEDED", run.get("error")
+    baseline = _stored_run(mongo_uri, db_name, created["id"])["state"][
+        "candidates"
+    ][0]
+    by_id = {e["id"]: e for e in examples}
+    scores = baseline["validation"]
+    errors = [i for i, s in scores.items() if s is None]
+    assert errors, "the fault never fired"
+    assert baseline["validationErrors"] == len(errors)
+    for example_id, score in scores.items():
+        if score is None:
+            continue
+        example = by_id[example_id]
+        right = (
+            task_answer(STARTING_PROMPT, example["inputs"]["input"])
+            == example["expected"]
+        )
+        assert score == (1.0 if right else 0.0)
+
+
+def test_control_task_keeps_the_baseline(http, admin_headers, fake, client_a):
+    target, meta = _models(http, admin_headers, fake)
+    fake.configure({target: {"simulate": "control", "latencyMs": 5}})
+    created = http.post(
+        "/runs", json=_run_body(target, meta), headers=client_a.headers
+    ).json()
+    run = _wait_run(http, client_a, created["id"])
+    assert run["status"] == "SUCCEEDED", run.get("error")
+    result = run["result"]
+    assert result["recommendation"] == "baseline"
+    assert result["bestId"] == result["baselineId"] == "c0"
+    assert "keep the baseline" in result["message"]
+    assert (
+        http.post(
+            f"/runs/{created['id']}/promote", headers=client_a.headers
+        ).status_code
+        == 409
+    )
+
+
+def test_a_run_whose_driver_died_resumes_without_paying_twice(
+    http, admin_headers, fake, client_a
+):
+    import ray
+
+    from optimizer.actor import ACTOR_NAME
+
+    body = {"budget": {"iterations": 4, "patience": 4}}
+    target, meta = _models(http, admin_headers, fake, latency_ms=60)
+    killed = http.post(
+        "/runs", json=_run_body(target, meta, **body), headers=client_a.headers
+    ).json()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        before = http.get(f"/runs/{killed['id']}", headers=client_a.headers)
+        progress = before.json()["progress"]
+        if progress and progress["iteration"] >= 1:
+            break
+        time.sleep(0.1)
+    # Killed mid-run, not after it.
+    assert before.json()["status"] == "RUNNING"
+    assert progress["iteration"] < 4
+    actor = ray.get_actor(ACTOR_NAME, namespace="metasync")
+    ray.kill(actor, no_restart=False)
+    resumed = _wait_run(http, client_a, killed["id"])
+    assert resumed["status"] == "SUCCEEDED", resumed.get("error")
+    killed_calls = (
+        fake.stats(target)["requests"] + fake.stats(meta)["requests"]
+    )
+
+    # The same run, never interrupted, on models of its own.
+    target2, meta2 = _models(http, admin_headers, fake, latency_ms=60)
+    whole = http.post(
+        "/runs",
+        json=_run_body(target2, meta2, **body),
+        headers=client_a.headers,
+    ).json()
+    whole = _wait_run(http, client_a, whole["id"])
+    whole_calls = (
+        fake.stats(target2)["requests"] + fake.stats(meta2)["requests"]
+    )
+    assert [c["prompt"] for c in resumed["candidates"]] == [
+        c["prompt"] for c in whole["candidates"]
+    ]
+    assert resumed["result"]["bestPrompt"] == whole["result"]["bestPrompt"]
+    assert resumed["progress"]["calls"] == whole["progress"]["calls"]
+    # Only calls cut off in flight by the kill are made again (at most
+    # the model's concurrency); every answered call was reused.
+    assert whole_calls <= killed_calls <= whole_calls + 16
