@@ -131,7 +131,7 @@ async def drive_run(
         owner = ObjectId(client_id) if client_id else None
         if resume is None:
             run_id = await _create(
-                store, runs, owner, prompts, examples, config, scorer, name
+                store, owner, prompts, examples, config, scorer, name
             )
         else:
             run_id = (await runs.get_run(owner, resume))["_id"]
@@ -163,7 +163,6 @@ async def drive_run(
 
 async def _create(
     store: Store,
-    runs: RunStore,
     owner: ObjectId | None,
     prompts: Sequence[str],
     examples: Sequence[Mapping[str, Any]],
@@ -177,7 +176,7 @@ async def _create(
             fields["scorer"] = {"kind": "python"}
         config = RunConfig.model_validate(fields)
     service = RunService(
-        runs, ModelCatalog(store), PromptService(store), lambda _: None
+        store, ModelCatalog(store), PromptService(store), lambda _: None
     )
     run = await service.create(
         owner,

@@ -21,8 +21,15 @@ from optimizer.records import Example
 from optimizer.runner import run_models
 from optimizer.runs import SUCCEEDED, RunStore
 from pipeline.catalog import ModelCatalog
-from pipeline.errors import Conflict, NotFound, ValidationFailed
+from pipeline.errors import (
+    Conflict,
+    NotFound,
+    QuotaExceeded,
+    ValidationFailed,
+)
 from pipeline.prompts import PromptService
+from pipeline.spending import client_spend
+from pipeline.store import Store
 from pipeline.templates import missing_variables
 
 #: Largest dataset a run or ``POST /datasets`` accepts.
@@ -74,7 +81,7 @@ class RunService:
     """Creates, reads, cancels and promotes a client's runs.
 
     Args:
-        runs: The run and dataset store.
+        store: The database.
         catalog: The model catalog.
         prompts: The client's stored prompts.
         start: Tells the cluster's optimizer to drive a run.
@@ -82,12 +89,13 @@ class RunService:
 
     def __init__(
         self,
-        runs: RunStore,
+        store: Store,
         catalog: ModelCatalog,
         prompts: PromptService,
         start: Callable[[ObjectId], None],
     ) -> None:
-        self.runs = runs
+        self._store = store
+        self.runs = RunStore(store)
         self._catalog = catalog
         self._prompts = prompts
         self._start = start
@@ -121,6 +129,7 @@ class RunService:
         dataset_id: str | None,
         examples: Sequence[dict[str, Any]] | None,
         python_scorer: bool = False,
+        budget: float | None = None,
     ) -> dict[str, Any]:
         """Validate and store a run, then have the optimizer start it.
 
@@ -133,11 +142,16 @@ class RunService:
             dataset_id: A stored dataset, or None with ``examples``.
             examples: Inline examples (stored as a new dataset).
             python_scorer: A Python scorer is at hand (driver API only).
+            budget: The client's budget quota (USD), if any: the run's
+                ``maxCost`` is capped at what is left of it.
 
         Raises:
             ValidationFailed: Naming every bad field.
+            QuotaExceeded: The client's budget is spent.
         """
         actor = f"client:{client_id}"
+        if budget is not None and client_id is not None:
+            config = await self._within_budget(client_id, config, budget)
         errors: list[dict[str, Any]] = []
         await self._check_models(config, errors)
         prompts = await self._resolve_prompts(
@@ -192,6 +206,20 @@ class RunService:
         )
         self._start(run["_id"])
         return run
+
+    async def _within_budget(
+        self, client_id: ObjectId, config: RunConfig, budget: float
+    ) -> RunConfig:
+        left = budget - await client_spend(self._store, client_id)
+        if left <= 0:
+            raise QuotaExceeded(
+                f"the budget of {budget} USD is spent", retry_after=3600
+            )
+        max_cost = config.budget.max_cost
+        if max_cost is not None and max_cost <= left:
+            return config
+        capped = config.budget.model_copy(update={"max_cost": left})
+        return config.model_copy(update={"budget": capped})
 
     async def _check_models(
         self, config: RunConfig, errors: list[dict[str, Any]]

@@ -11,7 +11,6 @@ from pathlib import Path
 from bson import ObjectId
 
 from optimizer.actor import optimizer_handle
-from optimizer.runs import RunStore
 from optimizer.service import RunService
 from pipeline.catalog import ModelCatalog, ModelSpec, load_seed
 from pipeline.clients import ClientService
@@ -94,9 +93,7 @@ class AppContext:
             jobs=JobService(store),
             workers=workers,
             rate_gate=RequestRateGate(),
-            runs=RunService(
-                RunStore(store), catalog, prompts, optimizer.start
-            ),
+            runs=RunService(store, catalog, prompts, optimizer.start),
         )
         if supervise:
             supervisor = WorkerSupervisor(settings, catalog, workers)

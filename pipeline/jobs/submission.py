@@ -26,6 +26,7 @@ from pipeline.jobs.validation import ItemSpec, validate_items
 from pipeline.logging import BusinessLogger, get_logger
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
+from pipeline.spending import client_spend
 from pipeline.store import Store, safe_operation
 from pipeline.store.by_id import delete_by_ids
 from pipeline.store.documents import (
@@ -66,6 +67,7 @@ class JobSubmitter:
         prompts: PromptService,
         settings: Settings,
     ) -> None:
+        self._store = store
         self._jobs = store.raw("jobs")
         self._items = store.raw("items")
         self._ingestions = store.raw("ingestions")
@@ -194,13 +196,11 @@ class JobSubmitter:
     ) -> None:
         max_pending = quotas.get("maxPendingItems")
         budget = quotas.get("budget")
-        if max_pending is None and budget is None:
-            return
-        jobs = await self._jobs.find(
-            {"clientId": client_id},
-            {"counts": 1, "cost": 1, "active": 1, "totalItems": 1},
-        ).to_list()
         if max_pending is not None:
+            jobs = await self._jobs.find(
+                {"clientId": client_id},
+                {"counts": 1, "active": 1, "totalItems": 1},
+            ).to_list()
             pending = sum(
                 j["totalItems"] - sum(j["counts"].values())
                 for j in jobs
@@ -212,7 +212,7 @@ class JobSubmitter:
                     retry_after=PENDING_QUOTA_RETRY_S,
                 )
         if budget is not None:
-            spent = sum(j.get("cost", 0.0) for j in jobs)
+            spent = await client_spend(self._store, client_id)
             if spent >= budget:
                 raise QuotaExceeded(
                     f"the budget of {budget} USD is spent ({spent:.4f} USD)",

@@ -363,3 +363,23 @@ def test_a_run_whose_driver_died_resumes_without_paying_twice(
     # Only calls cut off in flight by the kill are made again (at most
     # the model's concurrency); every answered call was reused.
     assert whole_calls <= killed_calls <= whole_calls + 16
+
+
+def test_a_run_spends_no_more_than_the_clients_budget(
+    http, admin_headers, fake
+):
+    from tests.support.api import register_client
+
+    target, meta = _models(http, admin_headers, fake)
+    client = register_client(http, admin_headers, budget=0.003)
+    created = http.post(
+        "/runs",
+        json=_run_body(
+            target, meta, budget={"iterations": 20, "patience": 20}
+        ),
+        headers=client.headers,
+    ).json()
+    assert created["config"]["budget"]["maxCost"] == pytest.approx(0.003)
+    run = _wait_run(http, client, created["id"])
+    assert run["result"]["stopReason"] == "max_cost"
+    assert 0 < run["progress"]["cost"] <= 0.003
