@@ -11,6 +11,7 @@ stored before it is returned, so it is never paid for twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,14 +62,50 @@ class StoredModelCall:
         self._answers = answers
         self._complete = complete
         self._pricing = dict(pricing)
+        self._lookup: (
+            tuple[set[str], asyncio.Future[dict[str, Answer]]] | None
+        ) = None
+        # Keeps the pending read tasks referenced until they finish.
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def __call__(self, model: str, request: CompletionRequest) -> Answer:
         """The stored answer, or a new one (stored first)."""
         key = request_key(model, request)
-        stored = await self._answers.get_many(self._run_id, [key])
-        if key in stored:
-            return stored[key]
+        stored = await self._stored(key)
+        if stored is not None:
+            return stored
         return await self.fresh(model, request, key)
+
+    async def _stored(self, key: str) -> Answer | None:
+        """The stored answer of ``key``, read with the others asked now.
+
+        Calls started together (an evaluation gathers one per example)
+        share one read of the store instead of one read each.
+        """
+        if self._lookup is None:
+            keys: set[str] = set()
+            future = asyncio.get_running_loop().create_future()
+            self._lookup = (keys, future)
+            # Runs after the calls already scheduled have added their keys.
+            asyncio.get_running_loop().call_soon(self._start_read)
+        keys, future = self._lookup
+        keys.add(key)
+        found: dict[str, Answer] = await asyncio.shield(future)
+        return found.get(key)
+
+    def _start_read(self) -> None:
+        task = asyncio.ensure_future(self._read())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self) -> None:
+        assert self._lookup is not None
+        keys, future = self._lookup
+        self._lookup = None
+        try:
+            future.set_result(await self._answers.get_many(self._run_id, keys))
+        except Exception as error:
+            future.set_exception(error)
 
     async def fresh(
         self, model: str, request: CompletionRequest, key: str

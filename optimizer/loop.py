@@ -38,6 +38,9 @@ from optimizer.strategies.stopping import StopConditions
 
 #: Other Pareto-front prompts shown to the meta model beside the parent.
 CONTEXT_PARENTS = 2
+#: The parent's latest children that did no better, shown to the meta
+#: model as already tried.
+TRIED_SHOWN = 4
 
 
 def paired_scores(
@@ -251,7 +254,22 @@ class SearchLoop:
             ParentView(c, c.validation_score, [])
             for c in others[:CONTEXT_PARENTS]
         ]
-        batch = await self._proposer.propose(views, progress.count)
+        # Children of this parent that did no better: shown so the meta
+        # model moves on (and so a repeated parent gets a new question,
+        # not the stored answer to the old one).
+        tried = [
+            c.prompt
+            for c in state.candidates
+            if parent.id in c.parents
+            and not (
+                c.validation_score is not None
+                and parent.validation_score is not None
+                and c.validation_score > parent.validation_score
+            )
+        ][-TRIED_SHOWN:]
+        batch = await self._proposer.propose(
+            views, progress.count, tried=tried
+        )
         if batch.answer is not None:
             state.charge_answer(batch.answer)
         state.discarded_proposals += batch.discarded

@@ -46,7 +46,16 @@ should do better, in one sentence"}]}
 
 #: The tags of the meta prompt, whose closing tags inside quoted text
 #: are neutralized so that text cannot end its block early.
-_TAGS = ("prompt", "failure", "input", "expected", "got", "feedback", "count")
+_TAGS = (
+    "prompt",
+    "failure",
+    "input",
+    "expected",
+    "got",
+    "feedback",
+    "count",
+    "tried",
+)
 _CLOSING_TAG = re.compile(rf"</({'|'.join(_TAGS)})\b", re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
 
@@ -110,9 +119,17 @@ class Proposer(Protocol):
     """Writes new candidate prompts from parents and their failures."""
 
     async def propose(
-        self, parents: Sequence[ParentView], count: int
+        self,
+        parents: Sequence[ParentView],
+        count: int,
+        *,
+        tried: Sequence[str] = (),
     ) -> ProposalBatch:
-        """Up to ``count`` new prompts improving ``parents[0]``."""
+        """Up to ``count`` new prompts improving ``parents[0]``.
+
+        ``tried`` are prompts already derived from ``parents[0]`` that
+        did no better (not to be proposed again).
+        """
         ...
 
 
@@ -149,12 +166,15 @@ def _failure_block(failure: Failure) -> str:
     return "<failure>\n" + "\n".join(lines) + "\n</failure>"
 
 
-def meta_prompt(parents: Sequence[ParentView], count: int) -> str:
+def meta_prompt(
+    parents: Sequence[ParentView], count: int, tried: Sequence[str] = ()
+) -> str:
     """The meta model's prompt.
 
     Args:
         parents: The parent to improve first, then others for contrast.
         count: How many new prompts to ask for.
+        tried: Prompts derived from the current one that did no better.
 
     Returns:
         The prompt text, in the fixed block format.
@@ -171,6 +191,12 @@ def meta_prompt(parents: Sequence[ParentView], count: int) -> str:
         parts += ["Failures of the current prompt:", failures]
     else:
         parts.append("No failures of the current prompt were recorded.")
+    if tried:
+        parts += [
+            "Already tried from the current prompt, and no better (do not "
+            "propose these again):",
+            "\n\n".join(f"<tried>\n{neutralize(t)}\n</tried>" for t in tried),
+        ]
     parts += [
         f"Number of new prompts to write: <count>{count}</count>",
         REPLY_FORMAT,
@@ -270,13 +296,18 @@ class MetaProposer:
         self.temperature = temperature
 
     async def propose(
-        self, parents: Sequence[ParentView], count: int
+        self,
+        parents: Sequence[ParentView],
+        count: int,
+        *,
+        tried: Sequence[str] = (),
     ) -> ProposalBatch:
         """Ask for ``count`` improvements of ``parents[0]``.
 
         Args:
             parents: The parent to improve first, then others to show.
             count: How many new prompts to ask for.
+            tried: Prompts derived from the parent that did no better.
 
         Returns:
             The usable proposals; a failed call or an unreadable reply
@@ -286,7 +317,9 @@ class MetaProposer:
             ValueError: No parents.
         """
         request = CompletionRequest.from_prompts(
-            None, meta_prompt(parents, count), temperature=self.temperature
+            None,
+            meta_prompt(parents, count, tried),
+            temperature=self.temperature,
         )
         answer = await self._call(self.meta_model, request)
         proposals, discarded = parse_reply(
