@@ -82,7 +82,8 @@ class BudgetConfig(_Config):
     ``maxCalls`` counts model calls asked for (target, meta and judge),
     also those answered from the run's own store of answers, so a
     resumed run spends its budget exactly as the original; retries of a
-    call are the pipeline's and not counted.
+    call are the pipeline's and not counted. ``maxWallSeconds`` counts
+    from the latest (re)start of the run's driver.
     """
 
     iterations: int = Field(8, ge=0, le=1000)

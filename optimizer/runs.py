@@ -256,6 +256,9 @@ class RunStore:
     async def orphans(self, owner: str) -> list[ObjectId]:
         """Active runs with no live driver, or held under ``owner``.
 
+        Runs scored by a Python function are left out: only a driver
+        script holding that function can resume them.
+
         A driver that restarts under the same name (the cluster's one
         optimizer actor) takes its runs back at once, without waiting
         for their leases to lapse.
@@ -264,6 +267,9 @@ class RunStore:
         found = await self.runs.read(
             {
                 "status": {"$in": list(ACTIVE)},
+                # Only its driver script holds a Python scorer: such a
+                # run waits for `optimize(resume=...)`.
+                "config.scorer.kind": {"$ne": "python"},
                 "$or": [
                     {"leaseOwner": owner},
                     {"leaseExpiresAt": None},
