@@ -9,7 +9,7 @@ the next driver that looks, and resumes from its saved state.
 
 Run statuses: ``QUEUED`` → ``RUNNING`` → ``SUCCEEDED`` | ``FAILED`` |
 ``CANCELED``; a cancel of a running run is a request the loop honours
-at its next step.
+before its next iteration.
 """
 
 from __future__ import annotations

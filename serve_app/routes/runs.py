@@ -104,7 +104,7 @@ async def run_report(
 async def cancel_run(
     run_id: str, context: Context, client: CurrentClient
 ) -> RunOut:
-    """Cancel a queued run, or stop a running one at its next step."""
+    """Cancel a queued run, or stop a running one before its next iteration."""
     document = await context.runs.runs.request_cancel(
         client.id, run_id, actor=f"client:{client.id}"
     )
