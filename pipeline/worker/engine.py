@@ -456,10 +456,12 @@ class ProviderWorker(ChatMixin, PollingMixin):
         (taken, canceled): they are dropped instead.
         """
         taken = {item["_id"] for item in claimed}
-        for item in reversed(candidates):
-            track = self.backlog.jobs.get(item["jobId"])
-            if item["_id"] not in taken and track is not None:
-                track.ready.setdefault(model, deque()).appendleft(item)
+        by_job: dict[ObjectId, list[Item]] = defaultdict(list)
+        for item in candidates:
+            if item["_id"] not in taken:
+                by_job[item["jobId"]].append(item)
+        for job_id, items in by_job.items():
+            self.backlog.put_back(job_id, model, items)
 
     async def _persist(
         self, operation: Callable[[], Awaitable[T]], what: str

@@ -214,8 +214,15 @@ class ItemStore:
             lease_s: Lease duration in seconds.
 
         Returns:
-            The items actually claimed, updated (attempts, lease).
+            The items actually claimed, updated (attempts, lease); each
+            item once, even if the candidates held it twice.
         """
+        # Two copies of one item in a claim would both be sent and both
+        # counted: keep the first.
+        unique: dict[ObjectId, Item] = {}
+        for item in items:
+            unique.setdefault(item["_id"], item)
+        items = list(unique.values())
         if not items:
             return []
         now = utcnow()
