@@ -124,9 +124,16 @@ class ItemStore:
         # Journal entries of this lane whose items are written: removed
         # from the job with the next update (or by tidy_journal).
         self._settled: dict[ObjectId, list[str]] = defaultdict(list)
-        # Batches whose job update went through but whose item write
-        # failed: settled (like a dead writer's) before the next write.
+        # Batches whose job update may have gone through but whose
+        # write failed: settled (like a dead writer's) before the next
+        # write, unless their writer holds them to try again.
         self._uncertain: dict[str, dict[ObjectId, list[list[Any]]]] = {}
+        # Uncertain batches their writer will try again (see finish):
+        # settling one under its writer would race with the retry.
+        self._held: set[str] = set()
+        # Batches whose job update is known to be applied: a retry must
+        # not apply it again (its entry may be settled and gone).
+        self._applied: set[str] = set()
 
     # -- reading -----------------------------------------------------
 
@@ -291,12 +298,15 @@ class ItemStore:
 
         Args:
             outcomes: What to write.
-            batch: The batch id; pass the same one when retrying a
-                failed write of the same outcomes (it is idempotent).
+            batch: The batch id of a caller that tries a failed write
+                again, with the same id and outcomes, until it succeeds
+                (it is idempotent). Its batch is never settled here
+                meanwhile; without one, a failed write is settled before
+                the next.
         """
         began = time.monotonic()
         changes = [self._finish_change(o) for o in outcomes]
-        written = await self._write(changes, batch)
+        written = await self._write(changes, batch, held=batch is not None)
         done = {id(c.item) for c in written}
         return WriteReport(
             written=[o for o in outcomes if id(o.item) in done],
@@ -405,14 +415,19 @@ class ItemStore:
     # -- the journaled write -------------------------------------------
 
     async def _write(
-        self, changes: list[_Change], batch: str | None = None
+        self,
+        changes: list[_Change],
+        batch: str | None = None,
+        *,
+        held: bool = False,
     ) -> list[_Change]:
         """Apply item changes and their counters, job first.
 
         Safe to repeat with the same ``batch``: the job update applies
         once per batch, and items written by an earlier try carry its
-        stamp. A try that fails after the job update leaves the batch
-        *uncertain*; unless retried, it is settled before the next write.
+        stamp. A try that fails leaves the batch *uncertain*; unless
+        ``held`` (its caller tries it again), it is settled before the
+        next write.
 
         Returns:
             The changes whose item write took effect.
@@ -420,12 +435,13 @@ class ItemStore:
         if not changes:
             return []
         batch = batch or str(ObjectId())
-        await self._settle_uncertain(keep=batch)
+        await self._settle_uncertain()
         counted = [c for c in changes if c.counted]
         deltas = self._deltas(counted)
         try:
-            if deltas:
+            if deltas and batch not in self._applied:
                 await self._apply_to_jobs(deltas, batch, counted)
+                self._applied.add(batch)
             ops = []
             for change in changes:
                 update = {**change.update}
@@ -447,9 +463,17 @@ class ItemStore:
         except Exception:
             if deltas:
                 self._uncertain[batch] = self._journal_moves(counted)
+                if held:
+                    self._held.add(batch)
             raise
-        self._uncertain.pop(batch, None)
+        self._forget(batch)
         return written
+
+    def _forget(self, batch: str) -> None:
+        """A batch is written or settled: nothing more to do for it."""
+        self._uncertain.pop(batch, None)
+        self._held.discard(batch)
+        self._applied.discard(batch)
 
     @staticmethod
     def _deltas(changes: list[_Change]) -> dict[ObjectId, JobDelta]:
@@ -468,19 +492,29 @@ class ItemStore:
     ) -> None:
         by_job = self._journal_moves(changes)
         ops = []
+        drops: dict[ObjectId, list[str]] = {}
         for job_id, delta in deltas.items():
             entry = {"b": batch, "lane": self.lane, "items": by_job[job_id]}
-            drop = self._settled.pop(job_id, [])
+            drops[job_id] = self._settled.pop(job_id, [])
             ops.append(
                 UpdateOne(
                     # Once per batch, however often the write is tried.
                     {"_id": job_id, "journal.b": {"$ne": batch}},
                     update_pipeline(
-                        delta, journal_add=entry, journal_drop=drop
+                        delta, journal_add=entry, journal_drop=drops[job_id]
                     ),
                 )
             )
-        await self.jobs.bulk_write(ops, ordered=False)
+        try:
+            await self.jobs.bulk_write(ops, ordered=False)
+        except Exception:
+            # The drops may not have been applied: keep them for later.
+            self._keep_settled(drops)
+            raise
+
+    def _keep_settled(self, settled: dict[ObjectId, list[str]]) -> None:
+        for job_id, batches in settled.items():
+            self._settled[job_id] = batches + self._settled[job_id]
 
     @staticmethod
     def _journal_moves(
@@ -513,19 +547,24 @@ class ItemStore:
                     stamped.add(doc["_id"])
         return [c for c in changes if c.item["_id"] in stamped]
 
-    async def _settle_uncertain(self, keep: str) -> None:
-        """Settle this lane's uncertain batches (all but ``keep``)."""
-        for batch in [b for b in self._uncertain if b != keep]:
-            for job_id, moves in self._uncertain[batch].items():
+    async def _settle_uncertain(self) -> None:
+        """Settle this lane's uncertain batches that nobody retries."""
+        for batch in [b for b in self._uncertain if b not in self._held]:
+            moves_by_job = self._uncertain.get(batch)
+            if moves_by_job is None:
+                continue  # settled meanwhile by a concurrent write
+            for job_id, moves in moves_by_job.items():
                 await self._settle_entry(
                     job_id, {"b": batch, "lane": self.lane, "items": moves}
                 )
-            del self._uncertain[batch]
+            self._forget(batch)
 
     async def tidy_journal(self) -> None:
         """Remove this lane's settled entries from the jobs now."""
         settled, self._settled = self._settled, defaultdict(list)
-        if settled:
+        if not settled:
+            return
+        try:
             await self.jobs.bulk_write(
                 [
                     UpdateOne(
@@ -536,6 +575,9 @@ class ItemStore:
                 ],
                 ordered=False,
             )
+        except Exception:
+            self._keep_settled(settled)
+            raise
 
     async def recover_journal(
         self, job: dict[str, Any], lanes: Iterable[str]
