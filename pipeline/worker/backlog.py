@@ -42,7 +42,8 @@ class JobTrack:
         cache: Whether results may come from the result cache.
         windows: Window indexes this worker still has to read.
         ready: Per model, items read and not yet claimed.
-        canceled: The client canceled the job.
+        canceled: The client canceled (or deleted) the job.
+        canceling: A sweep canceling its pending items is running.
         requeues: The job's requeue generation already swept.
         started: Whether the job is known to have started.
     """
@@ -58,6 +59,7 @@ class JobTrack:
     ready: dict[str, deque[Item]] = field(default_factory=dict)
     loading: bool = False
     canceled: bool = False
+    canceling: bool = False
     requeues: int = 0
     started: bool = False
 

@@ -238,7 +238,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self.backlog.add_job(track)
         if canceled and not track.canceled:
             track.canceled = True
-            self._spawn(self._sweep(track, S.PENDING, S.CANCELED))
+            self._cancel_pending(track)
         requeues = job.get("requeues", 0)
         if requeues > track.requeues:
             track.requeues = requeues
@@ -276,6 +276,42 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 ready.append(item)
         self.backlog.add_ready(track.job_id, ready)
         self._wake.set()
+
+    def _cancel_pending(self, track: JobTrack) -> None:
+        """Sweep a canceled job's pending items to CANCELED (once at a time).
+
+        Also run by the poll while a canceled job still has pending
+        items: a sweep can fail, and an item can become PENDING after it
+        (see :meth:`_cancel_items`).
+        """
+        if track.canceling:
+            return
+        track.canceling = True
+
+        async def sweep() -> None:
+            try:
+                await self._sweep(track, S.PENDING, S.CANCELED)
+            finally:
+                track.canceling = False
+
+        self._spawn(sweep())
+
+    async def _cancel_items(self, items: list[Item]) -> None:
+        """Cancel items of canceled jobs that went back to PENDING.
+
+        A call that ends in a retry, or a lease taken back, may put an
+        item back to PENDING after its job's cancel sweep; nobody would
+        run it, and the job would stay active. If this fails, the poll
+        sweeps the job again.
+        """
+        try:
+            await self._items.move(items, S.PENDING, S.CANCELED)
+        except Exception as error:
+            log.warning("cancel_items_failed", error=str(error))
+
+    def _is_canceled(self, job_id: ObjectId) -> bool:
+        track = self.backlog.jobs.get(job_id)
+        return track is not None and track.canceled
 
     async def _sweep(
         self,
@@ -649,10 +685,15 @@ class ProviderWorker(ChatMixin, PollingMixin):
         """After a batch is written: schedule retries, count outcomes."""
         self.metrics.timed("write", report.seconds)
         cache: dict[str, dict[str, Any]] = {}
+        canceled: list[Item] = []
         for outcome in report.written:
             item = outcome.item
             self.metrics.item_finished(item["model"], outcome.status)
-            if outcome.status == S.PENDING:
+            if outcome.status == S.PENDING and self._is_canceled(
+                item["jobId"]
+            ):
+                canceled.append(item)
+            elif outcome.status == S.PENDING:
                 for key in ("leaseOwner", "leaseExpiresAt"):
                     item.pop(key, None)
                 item["status"] = S.PENDING
@@ -665,6 +706,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 and self._cacheable(item)
             ):
                 cache[self._cache_key(item)] = outcome.result
+        if canceled:
+            self._spawn(self._cancel_items(canceled))
         if cache:
             await self._store_cache(cache)
         for outcome in report.lost:

@@ -57,6 +57,7 @@ ACTIVE_JOB_FIELDS = {
     **dict.fromkeys(SUMMARY_FIELDS, 1),
     "startedAt": 1,
     "journal": 1,
+    "counts": 1,
 }
 
 _UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
@@ -155,6 +156,12 @@ class ItemStore:
         """
         ids = item_ids(item_base, start, end)
         return await find_by_ids(self.items, ids, ITEM_PROJECTION)
+
+    async def leased_count(self, job_id: ObjectId) -> int:
+        """How many items of a job are leased (PROCESSING)."""
+        return await self.items.count_documents(
+            {"leaseExpiresAt": {"$gte": LEASED}, "jobId": job_id}
+        )
 
     async def leased_items(self) -> list[Item]:
         """Every item currently leased (in flight somewhere)."""

@@ -17,6 +17,7 @@ from typing import Any
 from bson import ObjectId
 
 from pipeline.catalog import Pricing
+from pipeline.jobs.aggregation import FINAL_COUNTED
 from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store.documents import utcnow
@@ -52,6 +53,7 @@ class PollingMixin(WorkerBase):
         for job in jobs:
             await self._recover_journal(job)
             self._track(job)
+            await self._sweep_canceled_again(job)
         await self._items.tidy_journal()
         for job_id in list(self.backlog.jobs):
             if job_id not in active and not self._has_work(job_id):
@@ -65,6 +67,25 @@ class PollingMixin(WorkerBase):
             for queue in self.waiting.values()
             for item in queue
         )
+
+    async def _sweep_canceled_again(self, job: dict[str, Any]) -> None:
+        """Sweep a canceled job again while it has pending items.
+
+        Its first sweep may have failed (the database briefly gone), or
+        a worker that did not know of the cancel yet may have put an
+        item back to PENDING; the job would stay active for good.
+        """
+        track = self.backlog.jobs.get(job["_id"])
+        if track is None or not track.canceled or track.canceling:
+            return
+        counts = job.get("counts") or {}
+        unfinished = job["totalItems"] - sum(
+            counts.get(s, 0) for s in FINAL_COUNTED
+        )
+        if unfinished <= 0:
+            return
+        if unfinished > await self._items.leased_count(job["_id"]):
+            self._cancel_pending(track)
 
     async def _recover_leases(self) -> None:
         now = utcnow()
@@ -85,12 +106,17 @@ class PollingMixin(WorkerBase):
             failed=len(failed),
             worker=self.name,
         )
+        canceled = []
         for item in requeued:
             for key in ("leaseOwner", "leaseExpiresAt"):
                 item.pop(key, None)
             item["status"] = S.PENDING
-            if item["jobId"] in self.backlog.jobs:
+            if self._is_canceled(item["jobId"]):
+                canceled.append(item)
+            elif item["jobId"] in self.backlog.jobs:
                 self.backlog.add_ready(item["jobId"], [item])
+        if canceled:
+            await self._cancel_items(canceled)
         for item in failed:
             self.metrics.item_finished(item["model"], S.FAILED)
 

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from bson import ObjectId
+from pymongo.errors import PyMongoError
 
 from pipeline.catalog import ModelCatalog, ModelSpec
 from pipeline.jobs.documents import JobOptions
@@ -95,12 +96,17 @@ async def submit(
 async def wait_done(
     store: Store, job_id: ObjectId, timeout_s: float = 60
 ) -> dict[str, Any]:
-    """The job once it is no longer active (AssertionError at timeout)."""
+    """The job once it is no longer active (AssertionError at timeout).
+
+    Tolerates a database that is coming back (a proxy just restored).
+    """
     job: dict[str, Any] | None = None
     for _ in range(int(timeout_s * 10)):
-        job = await store.raw("jobs").find_one({"_id": job_id})
-        assert job is not None
-        if not job["active"]:
+        try:
+            job = await store.raw("jobs").find_one({"_id": job_id})
+        except PyMongoError:
+            job = None
+        if job is not None and not job["active"]:
             return job
         await asyncio.sleep(0.1)
     raise AssertionError(f"job not done: {job}")

@@ -5,12 +5,15 @@ so each interleaving happens every time rather than once in a while.
 """
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from pymongo.errors import AutoReconnect
 
+from pipeline.jobs.documents import job_summary
 from pipeline.jobs.service import JobService
-from pipeline.states import Status
+from pipeline.states import Actor, Status
+from pipeline.store.documents import utcnow
 from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
@@ -204,3 +207,105 @@ async def test_settled_entries_leave_the_journal_after_a_failure(
     doc = await _job_doc(store, job)
     assert doc["journal"] == []
     assert doc["counts"]["PROCESSED"] == 2
+
+
+# -- cancel while items are in flight ------------------------------------
+
+
+class _Gated(ProviderWorker):
+    """Provider calls wait at a gate; sweeps say how they ended."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.call_started = asyncio.Event()
+        self.calls_open = asyncio.Event()
+        self.swept = asyncio.Event()
+        self.sweep_failed = asyncio.Event()
+
+    async def _call(self, model, request):
+        self.call_started.set()
+        await self.calls_open.wait()
+        return await super()._call(model, request)
+
+    async def _sweep(self, track, source, target, generation=0):
+        try:
+            await super()._sweep(track, source, target, generation)
+        except Exception:
+            self.sweep_failed.set()
+            raise
+        self.swept.set()
+
+
+async def _cancel(store, job):
+    canceled = await JobService(store).transition(
+        job["clientId"], str(job["_id"]), Status.CANCELED, Actor.CLIENT
+    )
+    return job_summary(canceled)
+
+
+async def _wait_event(event, timeout_s=10):
+    await asyncio.wait_for(event.wait(), timeout_s)
+
+
+async def test_a_retry_under_a_canceled_job_is_canceled(env, fake_thread):
+    store, _, settings = env
+    job = await submit(store, settings, fake_thread, 1)
+    _fail_calls(fake_thread, "m1", [1], kind="server_error")
+    worker = make_worker(settings, store, cls=_Gated)
+    await worker.notify_job(job)
+    await _wait_event(worker.call_started)
+    await worker.notify_job(await _cancel(store, job))
+    await _wait_event(worker.swept)  # found nothing PENDING
+    worker.calls_open.set()  # the call fails: a retry, under a cancel
+    done = await wait_done(store, job["_id"], timeout_s=5)
+    await worker.stop()
+    assert done["status"] == "CANCELED"
+    assert done["counts"] == {"PROCESSED": 0, "FAILED": 0, "CANCELED": 1}
+    items = await job_items(store, job["_id"])
+    assert [i["status"] for i in items] == ["CANCELED"]
+    assert fake_thread.stats("m1")["requests"] == 1
+
+
+async def test_a_lease_taken_back_under_a_cancel_is_canceled(env, fake_thread):
+    store, _, settings = env
+    job = await submit(store, settings, fake_thread, 2)
+    items = await job_items(store, job["_id"])
+    gone = ItemStore(store, "metasync-worker-openai-9/gone")
+    await gone.claim(items[:1], "metasync-worker-openai-9/gone/1", 60)
+    await _cancel(store, job)
+    worker = make_worker(settings, store, cls=_Gated)
+    await worker.start()
+    await _wait_event(worker.swept)  # the second item; the first is leased
+    await store.raw("items").update_one(
+        {"_id": items[0]["_id"]},
+        {"$set": {"leaseExpiresAt": utcnow() - timedelta(seconds=1)}},
+    )
+    done = await wait_done(store, job["_id"], timeout_s=5)
+    await worker.stop()
+    assert done["counts"] == {"PROCESSED": 0, "FAILED": 0, "CANCELED": 2}
+    items = await job_items(store, job["_id"])
+    assert [i["status"] for i in items] == ["CANCELED"] * 2
+
+
+async def test_a_cancel_sweep_that_failed_is_retried(env, fake_thread):
+    store, proxy, settings = env
+    job = await submit(
+        store, settings, fake_thread, 20, limits={"maxConcurrency": 1}
+    )
+    worker = make_worker(settings, store, cls=_Gated)
+    await worker.notify_job(job)
+    await _wait_event(worker.call_started)
+    canceled = await _cancel(store, job)
+    proxy.cut()
+    try:
+        await worker.notify_job(canceled)
+        await _wait_event(worker.sweep_failed)
+    finally:
+        proxy.restore()
+    worker.calls_open.set()
+    done = await wait_done(store, job["_id"], timeout_s=10)
+    await worker.stop()
+    assert done["status"] == "CANCELED"
+    counts = done["counts"]
+    assert counts["PROCESSED"] == 2  # claimed before the cancel
+    assert counts["CANCELED"] == 18
