@@ -44,6 +44,7 @@ class WorkerBase(ABC):
     limiters: dict[str, ModelLimiter]
     backlog: Backlog
     waiting: dict[str, deque[Item]]
+    held: dict[ObjectId, Item]
     metrics: WorkerMetrics
     _items: ItemStore
     _catalog: ModelCatalog
@@ -61,6 +62,10 @@ class WorkerBase(ABC):
     @abstractmethod
     def _track(self, job: dict[str, Any]) -> None:
         """Follow a job (new, canceled or requeued)."""
+
+    @abstractmethod
+    def _lease_seconds(self, model: str) -> float:
+        """How long a claim of ``model``'s items leases them."""
 
     @abstractmethod
     def _is_canceled(self, job_id: ObjectId) -> bool:

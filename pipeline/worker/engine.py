@@ -6,9 +6,11 @@ loops, all on one asyncio event loop:
 * the scheduler starts calls for claimed items as each model's limiter
   allows, claims more items (fairly, from the backlog) when its queue
   runs low, and reads more job windows when the backlog runs low;
-* the poller and the limits syncer (:mod:`pipeline.worker.polling`):
-  the safety net that finds stranded work and takes back lost leases,
-  and the exchange of shares with the limits coordinator;
+* the poller, the lease keeper and the limits syncer
+  (:mod:`pipeline.worker.polling`): the safety net that finds stranded
+  work and takes back lost leases, the renewal of the leases of items
+  claimed and not yet written (:attr:`ProviderWorker.held`), and the
+  exchange of shares with the limits coordinator;
 * the result writer writes outcomes in batches.
 
 This module holds the scheduling and the calls; chat completions are in
@@ -99,6 +101,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.backlog = Backlog()
         self.waiting: dict[str, deque[Item]] = defaultdict(deque)
         self._claiming: set[str] = set()
+        self.held: dict[ObjectId, Item] = {}
         self._chat_waiters: dict[str, int] = defaultdict(int)
         self._prompts: dict[tuple[ObjectId, int], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -146,6 +149,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._loops = [
                 asyncio.create_task(self._scheduler(), name="scheduler"),
                 asyncio.create_task(self._poller(), name="poller"),
+                asyncio.create_task(self._lease_keeper(), name="leases"),
                 asyncio.create_task(self._syncer(), name="syncer"),
                 asyncio.create_task(self._writer.run(), name="writer"),
                 asyncio.create_task(self._watch_loop_lag(), name="lag"),
@@ -468,6 +472,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     lambda: self._items.claimed_by(ids, owner), "claim check"
                 )
                 self._put_back(model, candidates, claimed)
+            # Held until their outcome is written: their leases are
+            # renewed meanwhile, and never taken back by our own poll.
+            for item in claimed:
+                self.held[item["_id"]] = item
             # Another claim for the model may start while this one's
             # items are prepared.
             self._claiming.discard(model)
@@ -686,6 +694,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.metrics.timed("write", report.seconds)
         cache: dict[str, dict[str, Any]] = {}
         canceled: list[Item] = []
+        for outcome in report.written + report.lost:
+            self.held.pop(outcome.item["_id"], None)
         for outcome in report.written:
             item = outcome.item
             self.metrics.item_finished(item["model"], outcome.status)

@@ -286,6 +286,32 @@ class ItemStore:
             self.items, ids, ITEM_PROJECTION, leaseOwner=owner
         )
 
+    async def renew_leases(self, items: list[Item], lease_s: float) -> None:
+        """Extend the leases of items this worker still holds.
+
+        Addressed by ``_id`` and guarded by each item's lease token, so a
+        lease already taken by someone else is left alone.
+
+        Args:
+            items: Claimed items (with their ``leaseOwner`` token); their
+                ``leaseExpiresAt`` is updated.
+            lease_s: The new lease duration in seconds, from now.
+        """
+        expires = utcnow() + timedelta(seconds=lease_s)
+        for chunk in chunks(items, MAX_IDS_PER_QUERY):
+            await self.items.update_many(
+                {
+                    "_id": {"$in": [i["_id"] for i in chunk]},
+                    "status": S.PROCESSING,
+                    "leaseOwner": {
+                        "$in": sorted({i["leaseOwner"] for i in chunk})
+                    },
+                },
+                {"$set": {"leaseExpiresAt": expires}},
+            )
+            for item in chunk:
+                item["leaseExpiresAt"] = expires
+
     async def mark_started(self, job_ids: Iterable[ObjectId]) -> None:
         """Record that jobs have started (their first claim)."""
         ops = [UpdateOne({"_id": j}, started_pipeline()) for j in job_ids]

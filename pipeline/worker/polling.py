@@ -4,14 +4,18 @@
 :class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
 module to one concern). Every ``POLL_INTERVAL``
 it refreshes the catalog and the active jobs, takes back expired leases
-and the leases and journal entries of an earlier life of this worker;
-several times a second it exchanges reports and shares with the limits
-coordinator.
+(never those this worker still holds) and the leases and journal entries
+of an earlier life of this worker, and sweeps canceled jobs that still
+have pending items; the lease keeper renews the leases of held items
+before they run out; several times a second the worker exchanges
+reports and shares with the limits coordinator.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -87,12 +91,50 @@ class PollingMixin(WorkerBase):
         if unfinished > await self._items.leased_count(job["_id"]):
             self._cancel_pending(track)
 
+    async def _lease_keeper(self) -> None:
+        """Renew the leases of held items before they run out.
+
+        A claim takes up to two rounds of work, and a rate limit can
+        hold an item back longer than its lease: without renewal another
+        poll would take it back (failing it if it had no attempt left)
+        while this worker still calls the provider for it.
+        """
+        while True:
+            leases = [self._lease_seconds(m) for m in self.models] or [60.0]
+            await asyncio.sleep(
+                min(self.settings.poll_interval, min(leases) / 4)
+            )
+            try:
+                await self._renew_leases()
+            except Exception as error:
+                log.warning("lease_renewal_failed", error=str(error))
+
+    async def _renew_leases(self) -> None:
+        """Renew, by model, the held leases past half their duration."""
+        now = utcnow()
+        due: dict[str, list[Item]] = defaultdict(list)
+        for item in self.held.values():
+            model = item["model"]
+            if model not in self.models:
+                continue
+            half = timedelta(seconds=self._lease_seconds(model) / 2)
+            if item["leaseExpiresAt"] - now < half:
+                due[model].append(item)
+        for model, items in due.items():
+            await self._items.renew_leases(items, self._lease_seconds(model))
+
+    def _holds(self, item: Item) -> bool:
+        """Whether this worker holds the lease an item carries."""
+        held = self.held.get(item["_id"])
+        return held is not None and held["leaseOwner"] == item["leaseOwner"]
+
     async def _recover_leases(self) -> None:
         now = utcnow()
         stale = [
             item
             for item in await self._items.leased_items()
             if item["model"] in self.models
+            and not self._holds(item)
             and (item["leaseExpiresAt"] < now or self._predecessor(item))
         ]
         if not stale:

@@ -17,7 +17,13 @@ from pipeline.store.documents import utcnow
 from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
-from tests.support.inprocess import job_items, make_worker, submit, wait_done
+from tests.support.inprocess import (
+    job_items,
+    local_sync,
+    make_worker,
+    submit,
+    wait_done,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -309,3 +315,45 @@ async def test_a_cancel_sweep_that_failed_is_retried(env, fake_thread):
     counts = done["counts"]
     assert counts["PROCESSED"] == 2  # claimed before the cancel
     assert counts["CANCELED"] == 18
+
+
+# -- leases of items held back by a rate limit ---------------------------
+
+
+class _ShortLeases(ProviderWorker):
+    """Leases of two seconds (the real minimum is half a minute)."""
+
+    def _lease_seconds(self, model):
+        return 2.0
+
+
+class _Bystander(_ShortLeases):
+    """Claims nothing; its poll takes back leases that ran out."""
+
+    def _schedule(self):
+        return 1.0
+
+
+async def test_leases_of_held_items_are_renewed(env, fake_thread):
+    store, _, settings = env
+    # 1 call a second, 6 items claimed at once: the last ones wait for
+    # their call longer than a lease lasts.
+    job = await submit(
+        store,
+        settings,
+        fake_thread,
+        6,
+        max_attempts=1,
+        limits={"maxConcurrency": 4, "rpm": 60},
+    )
+    worker = make_worker(settings, store, cls=_ShortLeases)
+    bystander = _Bystander("openai", 1, settings, local_sync(), store=store)
+    await bystander.start()
+    await worker.notify_job(job)
+    done = await wait_done(store, job["_id"], timeout_s=20)
+    await worker.stop()
+    await bystander.stop()
+    items = await job_items(store, job["_id"])
+    assert [i.get("error") for i in items] == [None] * 6
+    assert done["counts"] == {"PROCESSED": 6, "FAILED": 0, "CANCELED": 0}
+    assert fake_thread.stats("m1")["requests"] == 6
