@@ -42,7 +42,8 @@ class JobTrack:
         cache: Whether results may come from the result cache.
         windows: Window indexes this worker still has to read.
         ready: Per model, items read and not yet claimed.
-        canceled: The client canceled the job.
+        canceled: The client canceled (or deleted) the job.
+        canceling: A sweep canceling its pending items is running.
         requeues: The job's requeue generation already swept.
         started: Whether the job is known to have started.
     """
@@ -58,6 +59,7 @@ class JobTrack:
     ready: dict[str, deque[Item]] = field(default_factory=dict)
     loading: bool = False
     canceled: bool = False
+    canceling: bool = False
     requeues: int = 0
     started: bool = False
 
@@ -109,6 +111,11 @@ class Backlog:
         self._turn: deque[ObjectId] = deque()  # clients in turn order
         self._retries: list[tuple[float, int, Item]] = []
         self._tie = itertools.count()
+        # Ids of the items queued (ready or waiting for a retry). The
+        # same item can be found twice (a requeue sweep and a window
+        # read both see it PENDING): queued twice, it would be claimed,
+        # sent and counted twice.
+        self._queued: set[ObjectId] = set()
 
     def add_job(self, track: JobTrack) -> None:
         """Track a job (replacing an older track of it)."""
@@ -120,22 +127,52 @@ class Backlog:
         """Stop tracking a job (finished, canceled or deleted)."""
         track = self.jobs.pop(job_id, None)
         if track is not None:
-            self._retries = [
-                r for r in self._retries if r[2]["jobId"] != job_id
-            ]
+            for queue in track.ready.values():
+                self._queued.difference_update(i["_id"] for i in queue)
+            kept = []
+            for retry in self._retries:
+                if retry[2]["jobId"] == job_id:
+                    self._queued.discard(retry[2]["_id"])
+                else:
+                    kept.append(retry)
+            self._retries = kept
             heapq.heapify(self._retries)
         return track
 
     def add_ready(self, job_id: ObjectId, items: list[Item]) -> None:
-        """Queue items read from the database for claiming."""
+        """Queue items read from the database for claiming.
+
+        An item already queued is not queued again.
+        """
         track = self.jobs.get(job_id)
         if track is None:
             return
         for item in items:
-            track.ready.setdefault(item["model"], deque()).append(item)
+            if item["_id"] not in self._queued:
+                self._queued.add(item["_id"])
+                track.ready.setdefault(item["model"], deque()).append(item)
+
+    def put_back(
+        self, job_id: ObjectId, model: str, items: list[Item]
+    ) -> None:
+        """Queue items again at the front (a claim that did not apply)."""
+        track = self.jobs.get(job_id)
+        if track is None:
+            return
+        queue = track.ready.setdefault(model, deque())
+        for item in reversed(items):
+            if item["_id"] not in self._queued:
+                self._queued.add(item["_id"])
+                queue.appendleft(item)
 
     def schedule_retry(self, item: Item, due: float) -> None:
-        """Hold an item until ``due`` (monotonic seconds)."""
+        """Hold an item until ``due`` (monotonic seconds).
+
+        An item already queued is not queued again.
+        """
+        if item["_id"] in self._queued:
+            return
+        self._queued.add(item["_id"])
         heapq.heappush(self._retries, (due, next(self._tie), item))
 
     def release_due(self, now: float) -> int:
@@ -145,6 +182,7 @@ class Backlog:
             _, _, item = heapq.heappop(self._retries)
             track = self.jobs.get(item["jobId"])
             if track is None or track.canceled:
+                self._queued.discard(item["_id"])
                 continue
             track.ready.setdefault(item["model"], deque()).appendleft(item)
             moved += 1
@@ -187,7 +225,9 @@ class Backlog:
                 if best is None:
                     clients.remove(client)
                     continue
-                taken.append(best.ready[model].popleft())
+                item = best.ready[model].popleft()
+                self._queued.discard(item["_id"])
+                taken.append(item)
                 if len(taken) >= limit:
                     break
         if self._turn:

@@ -16,9 +16,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bson import ObjectId
+
 from pipeline.catalog import ModelCatalog
 from pipeline.settings import Settings
-from pipeline.worker.backlog import Backlog, Item
+from pipeline.worker.backlog import Backlog, Item, JobTrack
 from pipeline.worker.item_store import ItemStore
 from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
@@ -42,6 +44,7 @@ class WorkerBase(ABC):
     limiters: dict[str, ModelLimiter]
     backlog: Backlog
     waiting: dict[str, deque[Item]]
+    held: dict[ObjectId, Item]
     metrics: WorkerMetrics
     _items: ItemStore
     _catalog: ModelCatalog
@@ -59,6 +62,22 @@ class WorkerBase(ABC):
     @abstractmethod
     def _track(self, job: dict[str, Any]) -> None:
         """Follow a job (new, canceled or requeued)."""
+
+    @abstractmethod
+    def _lease_seconds(self, model: str) -> float:
+        """How long a claim of ``model``'s items leases them."""
+
+    @abstractmethod
+    def _is_canceled(self, job_id: ObjectId) -> bool:
+        """Whether a tracked job was canceled (or deleted)."""
+
+    @abstractmethod
+    def _cancel_pending(self, track: JobTrack) -> None:
+        """Sweep a canceled job's pending items to CANCELED."""
+
+    @abstractmethod
+    async def _cancel_items(self, items: list[Item]) -> None:
+        """Cancel items of canceled jobs that went back to PENDING."""
 
     @abstractmethod
     async def _call(

@@ -6,9 +6,11 @@ loops, all on one asyncio event loop:
 * the scheduler starts calls for claimed items as each model's limiter
   allows, claims more items (fairly, from the backlog) when its queue
   runs low, and reads more job windows when the backlog runs low;
-* the poller and the limits syncer (:mod:`pipeline.worker.polling`):
-  the safety net that finds stranded work and takes back lost leases,
-  and the exchange of shares with the limits coordinator;
+* the poller, the lease keeper and the limits syncer
+  (:mod:`pipeline.worker.polling`): the safety net that finds stranded
+  work and takes back lost leases, the renewal of the leases of items
+  claimed and not yet written (:attr:`ProviderWorker.held`), and the
+  exchange of shares with the limits coordinator;
 * the result writer writes outcomes in batches.
 
 This module holds the scheduling and the calls; chat completions are in
@@ -99,6 +101,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.backlog = Backlog()
         self.waiting: dict[str, deque[Item]] = defaultdict(deque)
         self._claiming: set[str] = set()
+        self.held: dict[ObjectId, Item] = {}
         self._chat_waiters: dict[str, int] = defaultdict(int)
         self._prompts: dict[tuple[ObjectId, int], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -146,6 +149,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._loops = [
                 asyncio.create_task(self._scheduler(), name="scheduler"),
                 asyncio.create_task(self._poller(), name="poller"),
+                asyncio.create_task(self._lease_keeper(), name="leases"),
                 asyncio.create_task(self._syncer(), name="syncer"),
                 asyncio.create_task(self._writer.run(), name="writer"),
                 asyncio.create_task(self._watch_loop_lag(), name="lag"),
@@ -238,7 +242,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self.backlog.add_job(track)
         if canceled and not track.canceled:
             track.canceled = True
-            self._spawn(self._sweep(track, S.PENDING, S.CANCELED))
+            self._cancel_pending(track)
         requeues = job.get("requeues", 0)
         if requeues > track.requeues:
             track.requeues = requeues
@@ -276,6 +280,42 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 ready.append(item)
         self.backlog.add_ready(track.job_id, ready)
         self._wake.set()
+
+    def _cancel_pending(self, track: JobTrack) -> None:
+        """Sweep a canceled job's pending items to CANCELED (once at a time).
+
+        Also run by the poll while a canceled job still has pending
+        items: a sweep can fail, and an item can become PENDING after it
+        (see :meth:`_cancel_items`).
+        """
+        if track.canceling:
+            return
+        track.canceling = True
+
+        async def sweep() -> None:
+            try:
+                await self._sweep(track, S.PENDING, S.CANCELED)
+            finally:
+                track.canceling = False
+
+        self._spawn(sweep())
+
+    async def _cancel_items(self, items: list[Item]) -> None:
+        """Cancel items of canceled jobs that went back to PENDING.
+
+        A call that ends in a retry, or a lease taken back, may put an
+        item back to PENDING after its job's cancel sweep; nobody would
+        run it, and the job would stay active. If this fails, the poll
+        sweeps the job again.
+        """
+        try:
+            await self._items.move(items, S.PENDING, S.CANCELED)
+        except Exception as error:
+            log.warning("cancel_items_failed", error=str(error))
+
+    def _is_canceled(self, job_id: ObjectId) -> bool:
+        track = self.backlog.jobs.get(job_id)
+        return track is not None and track.canceled
 
     async def _sweep(
         self,
@@ -432,6 +472,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     lambda: self._items.claimed_by(ids, owner), "claim check"
                 )
                 self._put_back(model, candidates, claimed)
+            # Held until their outcome is written: their leases are
+            # renewed meanwhile, and never taken back by our own poll.
+            for item in claimed:
+                self.held[item["_id"]] = item
             # Another claim for the model may start while this one's
             # items are prepared.
             self._claiming.discard(model)
@@ -456,10 +500,12 @@ class ProviderWorker(ChatMixin, PollingMixin):
         (taken, canceled): they are dropped instead.
         """
         taken = {item["_id"] for item in claimed}
-        for item in reversed(candidates):
-            track = self.backlog.jobs.get(item["jobId"])
-            if item["_id"] not in taken and track is not None:
-                track.ready.setdefault(model, deque()).appendleft(item)
+        by_job: dict[ObjectId, list[Item]] = defaultdict(list)
+        for item in candidates:
+            if item["_id"] not in taken:
+                by_job[item["jobId"]].append(item)
+        for job_id, items in by_job.items():
+            self.backlog.put_back(job_id, model, items)
 
     async def _persist(
         self, operation: Callable[[], Awaitable[T]], what: str
@@ -647,10 +693,17 @@ class ProviderWorker(ChatMixin, PollingMixin):
         """After a batch is written: schedule retries, count outcomes."""
         self.metrics.timed("write", report.seconds)
         cache: dict[str, dict[str, Any]] = {}
+        canceled: list[Item] = []
+        for outcome in report.written + report.lost:
+            self.held.pop(outcome.item["_id"], None)
         for outcome in report.written:
             item = outcome.item
             self.metrics.item_finished(item["model"], outcome.status)
-            if outcome.status == S.PENDING:
+            if outcome.status == S.PENDING and self._is_canceled(
+                item["jobId"]
+            ):
+                canceled.append(item)
+            elif outcome.status == S.PENDING:
                 for key in ("leaseOwner", "leaseExpiresAt"):
                     item.pop(key, None)
                 item["status"] = S.PENDING
@@ -663,6 +716,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 and self._cacheable(item)
             ):
                 cache[self._cache_key(item)] = outcome.result
+        if canceled:
+            self._spawn(self._cancel_items(canceled))
         if cache:
             await self._store_cache(cache)
         for outcome in report.lost:

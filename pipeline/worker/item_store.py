@@ -57,6 +57,7 @@ ACTIVE_JOB_FIELDS = {
     **dict.fromkeys(SUMMARY_FIELDS, 1),
     "startedAt": 1,
     "journal": 1,
+    "counts": 1,
 }
 
 _UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
@@ -124,9 +125,16 @@ class ItemStore:
         # Journal entries of this lane whose items are written: removed
         # from the job with the next update (or by tidy_journal).
         self._settled: dict[ObjectId, list[str]] = defaultdict(list)
-        # Batches whose job update went through but whose item write
-        # failed: settled (like a dead writer's) before the next write.
+        # Batches whose job update may have gone through but whose
+        # write failed: settled (like a dead writer's) before the next
+        # write, unless their writer holds them to try again.
         self._uncertain: dict[str, dict[ObjectId, list[list[Any]]]] = {}
+        # Uncertain batches their writer will try again (see finish):
+        # settling one under its writer would race with the retry.
+        self._held: set[str] = set()
+        # Batches whose job update is known to be applied: a retry must
+        # not apply it again (its entry may be settled and gone).
+        self._applied: set[str] = set()
 
     # -- reading -----------------------------------------------------
 
@@ -148,6 +156,12 @@ class ItemStore:
         """
         ids = item_ids(item_base, start, end)
         return await find_by_ids(self.items, ids, ITEM_PROJECTION)
+
+    async def leased_count(self, job_id: ObjectId) -> int:
+        """How many items of a job are leased (PROCESSING)."""
+        return await self.items.count_documents(
+            {"leaseExpiresAt": {"$gte": LEASED}, "jobId": job_id}
+        )
 
     async def leased_items(self) -> list[Item]:
         """Every item currently leased (in flight somewhere)."""
@@ -214,8 +228,15 @@ class ItemStore:
             lease_s: Lease duration in seconds.
 
         Returns:
-            The items actually claimed, updated (attempts, lease).
+            The items actually claimed, updated (attempts, lease); each
+            item once, even if the candidates held it twice.
         """
+        # Two copies of one item in a claim would both be sent and both
+        # counted: keep the first.
+        unique: dict[ObjectId, Item] = {}
+        for item in items:
+            unique.setdefault(item["_id"], item)
+        items = list(unique.values())
         if not items:
             return []
         now = utcnow()
@@ -265,6 +286,32 @@ class ItemStore:
             self.items, ids, ITEM_PROJECTION, leaseOwner=owner
         )
 
+    async def renew_leases(self, items: list[Item], lease_s: float) -> None:
+        """Extend the leases of items this worker still holds.
+
+        Addressed by ``_id`` and guarded by each item's lease token, so a
+        lease already taken by someone else is left alone.
+
+        Args:
+            items: Claimed items (with their ``leaseOwner`` token); their
+                ``leaseExpiresAt`` is updated.
+            lease_s: The new lease duration in seconds, from now.
+        """
+        expires = utcnow() + timedelta(seconds=lease_s)
+        for chunk in chunks(items, MAX_IDS_PER_QUERY):
+            await self.items.update_many(
+                {
+                    "_id": {"$in": [i["_id"] for i in chunk]},
+                    "status": S.PROCESSING,
+                    "leaseOwner": {
+                        "$in": sorted({i["leaseOwner"] for i in chunk})
+                    },
+                },
+                {"$set": {"leaseExpiresAt": expires}},
+            )
+            for item in chunk:
+                item["leaseExpiresAt"] = expires
+
     async def mark_started(self, job_ids: Iterable[ObjectId]) -> None:
         """Record that jobs have started (their first claim)."""
         ops = [UpdateOne({"_id": j}, started_pipeline()) for j in job_ids]
@@ -284,12 +331,15 @@ class ItemStore:
 
         Args:
             outcomes: What to write.
-            batch: The batch id; pass the same one when retrying a
-                failed write of the same outcomes (it is idempotent).
+            batch: The batch id of a caller that tries a failed write
+                again, with the same id and outcomes, until it succeeds
+                (it is idempotent). Its batch is never settled here
+                meanwhile; without one, a failed write is settled before
+                the next.
         """
         began = time.monotonic()
         changes = [self._finish_change(o) for o in outcomes]
-        written = await self._write(changes, batch)
+        written = await self._write(changes, batch, held=batch is not None)
         done = {id(c.item) for c in written}
         return WriteReport(
             written=[o for o in outcomes if id(o.item) in done],
@@ -398,14 +448,19 @@ class ItemStore:
     # -- the journaled write -------------------------------------------
 
     async def _write(
-        self, changes: list[_Change], batch: str | None = None
+        self,
+        changes: list[_Change],
+        batch: str | None = None,
+        *,
+        held: bool = False,
     ) -> list[_Change]:
         """Apply item changes and their counters, job first.
 
         Safe to repeat with the same ``batch``: the job update applies
         once per batch, and items written by an earlier try carry its
-        stamp. A try that fails after the job update leaves the batch
-        *uncertain*; unless retried, it is settled before the next write.
+        stamp. A try that fails leaves the batch *uncertain*; unless
+        ``held`` (its caller tries it again), it is settled before the
+        next write.
 
         Returns:
             The changes whose item write took effect.
@@ -413,12 +468,13 @@ class ItemStore:
         if not changes:
             return []
         batch = batch or str(ObjectId())
-        await self._settle_uncertain(keep=batch)
+        await self._settle_uncertain()
         counted = [c for c in changes if c.counted]
         deltas = self._deltas(counted)
         try:
-            if deltas:
+            if deltas and batch not in self._applied:
                 await self._apply_to_jobs(deltas, batch, counted)
+                self._applied.add(batch)
             ops = []
             for change in changes:
                 update = {**change.update}
@@ -440,9 +496,17 @@ class ItemStore:
         except Exception:
             if deltas:
                 self._uncertain[batch] = self._journal_moves(counted)
+                if held:
+                    self._held.add(batch)
             raise
-        self._uncertain.pop(batch, None)
+        self._forget(batch)
         return written
+
+    def _forget(self, batch: str) -> None:
+        """A batch is written or settled: nothing more to do for it."""
+        self._uncertain.pop(batch, None)
+        self._held.discard(batch)
+        self._applied.discard(batch)
 
     @staticmethod
     def _deltas(changes: list[_Change]) -> dict[ObjectId, JobDelta]:
@@ -461,19 +525,29 @@ class ItemStore:
     ) -> None:
         by_job = self._journal_moves(changes)
         ops = []
+        drops: dict[ObjectId, list[str]] = {}
         for job_id, delta in deltas.items():
             entry = {"b": batch, "lane": self.lane, "items": by_job[job_id]}
-            drop = self._settled.pop(job_id, [])
+            drops[job_id] = self._settled.pop(job_id, [])
             ops.append(
                 UpdateOne(
                     # Once per batch, however often the write is tried.
                     {"_id": job_id, "journal.b": {"$ne": batch}},
                     update_pipeline(
-                        delta, journal_add=entry, journal_drop=drop
+                        delta, journal_add=entry, journal_drop=drops[job_id]
                     ),
                 )
             )
-        await self.jobs.bulk_write(ops, ordered=False)
+        try:
+            await self.jobs.bulk_write(ops, ordered=False)
+        except Exception:
+            # The drops may not have been applied: keep them for later.
+            self._keep_settled(drops)
+            raise
+
+    def _keep_settled(self, settled: dict[ObjectId, list[str]]) -> None:
+        for job_id, batches in settled.items():
+            self._settled[job_id] = batches + self._settled[job_id]
 
     @staticmethod
     def _journal_moves(
@@ -506,19 +580,24 @@ class ItemStore:
                     stamped.add(doc["_id"])
         return [c for c in changes if c.item["_id"] in stamped]
 
-    async def _settle_uncertain(self, keep: str) -> None:
-        """Settle this lane's uncertain batches (all but ``keep``)."""
-        for batch in [b for b in self._uncertain if b != keep]:
-            for job_id, moves in self._uncertain[batch].items():
+    async def _settle_uncertain(self) -> None:
+        """Settle this lane's uncertain batches that nobody retries."""
+        for batch in [b for b in self._uncertain if b not in self._held]:
+            moves_by_job = self._uncertain.get(batch)
+            if moves_by_job is None:
+                continue  # settled meanwhile by a concurrent write
+            for job_id, moves in moves_by_job.items():
                 await self._settle_entry(
                     job_id, {"b": batch, "lane": self.lane, "items": moves}
                 )
-            del self._uncertain[batch]
+            self._forget(batch)
 
     async def tidy_journal(self) -> None:
         """Remove this lane's settled entries from the jobs now."""
         settled, self._settled = self._settled, defaultdict(list)
-        if settled:
+        if not settled:
+            return
+        try:
             await self.jobs.bulk_write(
                 [
                     UpdateOne(
@@ -529,6 +608,9 @@ class ItemStore:
                 ],
                 ordered=False,
             )
+        except Exception:
+            self._keep_settled(settled)
+            raise
 
     async def recover_journal(
         self, job: dict[str, Any], lanes: Iterable[str]

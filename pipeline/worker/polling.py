@@ -4,19 +4,24 @@
 :class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
 module to one concern). Every ``POLL_INTERVAL``
 it refreshes the catalog and the active jobs, takes back expired leases
-and the leases and journal entries of an earlier life of this worker;
-several times a second it exchanges reports and shares with the limits
-coordinator.
+(never those this worker still holds) and the leases and journal entries
+of an earlier life of this worker, and sweeps canceled jobs that still
+have pending items; the lease keeper renews the leases of held items
+before they run out; several times a second the worker exchanges
+reports and shares with the limits coordinator.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
 
 from pipeline.catalog import Pricing
+from pipeline.jobs.aggregation import FINAL_COUNTED
 from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store.documents import utcnow
@@ -52,6 +57,7 @@ class PollingMixin(WorkerBase):
         for job in jobs:
             await self._recover_journal(job)
             self._track(job)
+            await self._sweep_canceled_again(job)
         await self._items.tidy_journal()
         for job_id in list(self.backlog.jobs):
             if job_id not in active and not self._has_work(job_id):
@@ -66,12 +72,69 @@ class PollingMixin(WorkerBase):
             for item in queue
         )
 
+    async def _sweep_canceled_again(self, job: dict[str, Any]) -> None:
+        """Sweep a canceled job again while it has pending items.
+
+        Its first sweep may have failed (the database briefly gone), or
+        a worker that did not know of the cancel yet may have put an
+        item back to PENDING; the job would stay active for good.
+        """
+        track = self.backlog.jobs.get(job["_id"])
+        if track is None or not track.canceled or track.canceling:
+            return
+        counts = job.get("counts") or {}
+        unfinished = job["totalItems"] - sum(
+            counts.get(s, 0) for s in FINAL_COUNTED
+        )
+        if unfinished <= 0:
+            return
+        if unfinished > await self._items.leased_count(job["_id"]):
+            self._cancel_pending(track)
+
+    async def _lease_keeper(self) -> None:
+        """Renew the leases of held items before they run out.
+
+        A claim takes up to two rounds of work, and a rate limit can
+        hold an item back longer than its lease: without renewal another
+        poll would take it back (failing it if it had no attempt left)
+        while this worker still calls the provider for it.
+        """
+        while True:
+            leases = [self._lease_seconds(m) for m in self.models] or [60.0]
+            await asyncio.sleep(
+                min(self.settings.poll_interval, min(leases) / 4)
+            )
+            try:
+                await self._renew_leases()
+            except Exception as error:
+                log.warning("lease_renewal_failed", error=str(error))
+
+    async def _renew_leases(self) -> None:
+        """Renew, by model, the held leases past half their duration."""
+        now = utcnow()
+        due: dict[str, list[Item]] = defaultdict(list)
+        for item in self.held.values():
+            model = item["model"]
+            if model not in self.models:
+                continue
+            half = timedelta(seconds=self._lease_seconds(model) / 2)
+            if item["leaseExpiresAt"] - now < half:
+                due[model].append(item)
+        for model, items in due.items():
+            await self._items.renew_leases(items, self._lease_seconds(model))
+
+    def _holds(self, item: Item) -> bool:
+        """Whether this worker holds the lease an item carries."""
+        held = self.held.get(item["_id"])
+        return held is not None and held["leaseOwner"] == item["leaseOwner"]
+
     async def _recover_leases(self) -> None:
         now = utcnow()
         stale = [
             item
             for item in await self._items.leased_items()
             if item["model"] in self.models
+            and not self._holds(item)
             and (item["leaseExpiresAt"] < now or self._predecessor(item))
         ]
         if not stale:
@@ -85,12 +148,17 @@ class PollingMixin(WorkerBase):
             failed=len(failed),
             worker=self.name,
         )
+        canceled = []
         for item in requeued:
             for key in ("leaseOwner", "leaseExpiresAt"):
                 item.pop(key, None)
             item["status"] = S.PENDING
-            if item["jobId"] in self.backlog.jobs:
+            if self._is_canceled(item["jobId"]):
+                canceled.append(item)
+            elif item["jobId"] in self.backlog.jobs:
                 self.backlog.add_ready(item["jobId"], [item])
+        if canceled:
+            await self._cancel_items(canceled)
         for item in failed:
             self.metrics.item_finished(item["model"], S.FAILED)
 

@@ -129,3 +129,39 @@ def test_the_last_window_ends_with_the_job():
     total = 2 * WINDOW_ITEMS + 7
     assert window_range(0, total) == (0, WINDOW_ITEMS)
     assert window_range(2, total) == (2 * WINDOW_ITEMS, total)
+
+
+def test_an_item_is_queued_once_however_often_it_is_found():
+    # A requeue sweep and a window read can both find the same item.
+    backlog = Backlog()
+    track = _job(ObjectId())
+    backlog.add_job(track)
+    items = _items(track, 3)
+    backlog.add_ready(track.job_id, items)
+    backlog.add_ready(track.job_id, [dict(i) for i in items])
+    backlog.schedule_retry(dict(items[0]), due=0.0)
+    assert backlog.release_due(1.0) == 0
+    taken = backlog.take("m", 10)
+    assert [i["_id"] for i in taken] == [i["_id"] for i in items]
+    # Once taken (claimed), it may be queued again (a retry).
+    backlog.schedule_retry(items[1], due=0.0)
+    assert backlog.release_due(1.0) == 1
+    backlog.put_back(track.job_id, "m", [items[1], items[2]])
+    assert [i["_id"] for i in backlog.take("m", 10)] == [
+        items[2]["_id"],
+        items[1]["_id"],
+    ]
+
+
+def test_dropping_a_job_forgets_its_queued_items():
+    backlog = Backlog()
+    track = _job(ObjectId())
+    backlog.add_job(track)
+    items = _items(track, 2)
+    backlog.add_ready(track.job_id, items)
+    backlog.schedule_retry(items[0], due=5.0)
+    backlog.drop_job(track.job_id)
+    backlog.add_job(track)
+    track.ready.clear()
+    backlog.add_ready(track.job_id, items)
+    assert len(backlog.take("m", 10)) == 2

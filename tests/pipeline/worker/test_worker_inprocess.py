@@ -1,106 +1,35 @@
 """The worker as a plain class (no Ray): database outages, logs, journal.
 
-These build a :class:`ProviderWorker` directly, with a local limits
-coordinator, the fake provider in a thread, and a database reached
-through a proxy that can cut every connection.
+These build a :class:`ProviderWorker` directly (see
+``tests/support/inprocess.py`` and this folder's ``conftest.py``).
 """
 
 import asyncio
 import io
 import json
-import uuid
 
 import pytest
 from bson import ObjectId
 
-from pipeline.catalog import ModelCatalog, ModelSpec
-from pipeline.jobs.documents import JobOptions
-from pipeline.jobs.submission import JobSubmitter
-from pipeline.jobs.validation import ItemSpec
 from pipeline.logging import configure_logging
-from pipeline.prompts import PromptService
-from pipeline.settings import Settings
 from pipeline.states import Status
-from pipeline.store import Store, create_mongo_client
 from pipeline.worker.coordinator import LimitsCoordinator
 from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
-from providers.fake import FakeProviderServer, fake_model_config
-from tests.support.db import host_and_port
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.inprocess import (
+    local_sync,
+    make_worker,
+    submit,
+    wait_done,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def fake_thread():
-    with FakeProviderServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def env(mongo_uri, tmp_path):
-    host, port = host_and_port(mongo_uri)
-    name = f"inproc-{uuid.uuid4().hex[:8]}"
-    with TcpProxy(host, port) as proxy:
-        uri = f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
-        store = Store(
-            create_mongo_client(uri, serverSelectionTimeoutMS=500), name
-        )
-        await store.ensure_indexes()
-        settings = Settings.from_env(
-            {"METASYNC_HOME": str(tmp_path), "POLL_INTERVAL": "1"}
-        ).with_overrides(db_connection_string=uri, db_name=name)
-        yield store, proxy, settings
-        await store.client.drop_database(name)
-        await store.close()
-
-
-def _worker(settings, store, coordinator=None):
-    coordinator = coordinator or LimitsCoordinator()
-
-    async def sync(holder, reports):
-        return coordinator.sync(holder, reports)
-
-    return ProviderWorker("openai", 0, settings, sync, store=store, seed=1)
-
-
-async def _job(store, settings, fake, n, model="m1", latency_ms=20):
-    fake.configure({"models": {model: {"latencyMs": latency_ms}}})
-    await ModelCatalog(store).seed(
-        [
-            ModelSpec(
-                name=model,
-                provider="openai",
-                config=fake_model_config("openai", model, fake.url),
-                limits={"maxConcurrency": 4},
-            )
-        ]
-    )
-    submitter = JobSubmitter(
-        store, ModelCatalog(store), PromptService(store), settings
-    )
-    job, _ = await submitter.submit(
-        {"id": ObjectId(), "quotas": {}},
-        [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
-        JobOptions(max_attempts=5),
-    )
-    return job
-
-
-async def _wait(store, job_id, timeout_s=60):
-    for _ in range(int(timeout_s * 10)):
-        job = await store.raw("jobs").find_one({"_id": job_id})
-        if not job["active"]:
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job not done: {job}")
-
-
 async def test_a_database_outage_loses_nothing(env, fake_thread):
     store, proxy, settings = env
-    job = await _job(store, settings, fake_thread, 120, latency_ms=30)
-    worker = _worker(settings, store)
+    job = await submit(store, settings, fake_thread, 120, latency_ms=30)
+    worker = make_worker(settings, store)
     await worker.notify_job(job)
     for _ in range(600):  # until some results are written
         done = await store.raw("items").count_documents(
@@ -112,7 +41,7 @@ async def test_a_database_outage_loses_nothing(env, fake_thread):
     proxy.cut()
     await asyncio.sleep(2)  # calls finish, writes fail and wait
     proxy.restore()
-    done = await _wait(store, job["_id"])
+    done = await wait_done(store, job["_id"])
     await worker.stop()
     assert done["counts"] == {"PROCESSED": 120, "FAILED": 0, "CANCELED": 0}
     items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
@@ -139,7 +68,7 @@ async def test_item_log_lines_carry_job_and_item_ids(env, fake_thread):
                 }
             }
         )
-        job = await _job(store, settings, fake_thread, 3)
+        job = await submit(store, settings, fake_thread, 3)
         fake_thread.configure(
             {
                 "models": {
@@ -150,9 +79,9 @@ async def test_item_log_lines_carry_job_and_item_ids(env, fake_thread):
                 }
             }
         )
-        worker = _worker(settings, store)
+        worker = make_worker(settings, store)
         await worker.notify_job(job)
-        await _wait(store, job["_id"])
+        await wait_done(store, job["_id"])
         await worker.stop()
     finally:
         configure_logging("INFO")
@@ -169,7 +98,7 @@ async def test_a_crash_between_job_and_item_writes_is_settled(
     env, fake_thread
 ):
     store, _, settings = env
-    job = await _job(store, settings, fake_thread, 4)
+    job = await submit(store, settings, fake_thread, 4)
     items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
     dead = ItemStore(store, "metasync-worker-openai-0/dead")
     claimed = await dead.claim(items, "metasync-worker-openai-0/dead/1", 60)
@@ -203,11 +132,11 @@ async def test_a_crash_between_job_and_item_writes_is_settled(
     assert fixed["journal"] == []
 
     # A restarted worker takes the dead one's leases back and finishes.
-    worker = _worker(settings, store)
+    worker = make_worker(settings, store)
     worker.incarnation = "alive"
     worker.holder = f"{worker.name}/alive"
     await worker.start()
-    done = await _wait(store, job["_id"])
+    done = await wait_done(store, job["_id"])
     await worker.stop()
     assert done["counts"]["PROCESSED"] == 4
 
@@ -216,19 +145,15 @@ async def test_limits_hold_across_two_workers_in_one_loop(env, fake_thread):
     store, _, settings = env
     settings = settings.with_overrides(worker_replicas=2)
     # Two windows of 500 items: each replica reads one of them.
-    job = await _job(store, settings, fake_thread, 700, latency_ms=5)
-    coordinator = LimitsCoordinator()
-
-    async def sync(holder, reports):
-        return coordinator.sync(holder, reports)
-
+    job = await submit(store, settings, fake_thread, 700, latency_ms=5)
+    sync = local_sync(LimitsCoordinator())
     workers = [
         ProviderWorker("openai", r, settings, sync, store=store)
         for r in (0, 1)
     ]
     for worker in workers:
         await worker.notify_job(job)
-    done = await _wait(store, job["_id"])
+    done = await wait_done(store, job["_id"])
     for worker in workers:
         await worker.stop()
     assert done["counts"]["PROCESSED"] == 700
@@ -240,14 +165,14 @@ async def test_expired_leases_of_another_worker_are_taken_back(
     env, fake_thread
 ):
     store, _, settings = env
-    job = await _job(store, settings, fake_thread, 6)
+    job = await submit(store, settings, fake_thread, 6)
     items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
     gone = ItemStore(store, "metasync-worker-openai-9/gone")
     # Leased by a worker that vanished, for a second only.
     await gone.claim(items[:4], "metasync-worker-openai-9/gone/1", 1)
-    worker = _worker(settings, store)
+    worker = make_worker(settings, store)
     await worker.notify_job(job)
-    done = await _wait(store, job["_id"])
+    done = await wait_done(store, job["_id"])
     await worker.stop()
     assert done["counts"]["PROCESSED"] == 6
     again = await store.raw("items").find({"jobId": job["_id"]}).to_list()

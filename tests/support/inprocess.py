@@ -1,0 +1,119 @@
+"""Helpers for tests that run a provider worker as a plain class (no Ray).
+
+The worker gets a local limits coordinator, the fake provider runs in a
+thread, and the database is reached through a proxy that can cut every
+connection (see the ``env`` fixture of ``tests/pipeline/worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import PyMongoError
+
+from pipeline.catalog import ModelCatalog, ModelSpec
+from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.submission import JobSubmitter
+from pipeline.jobs.validation import ItemSpec
+from pipeline.prompts import PromptService
+from pipeline.settings import Settings
+from pipeline.store import Store
+from pipeline.worker.base import SyncLimits
+from pipeline.worker.coordinator import LimitsCoordinator
+from pipeline.worker.engine import ProviderWorker
+from providers.fake import FakeProviderServer, fake_model_config
+
+
+def local_sync(coordinator: LimitsCoordinator | None = None) -> SyncLimits:
+    """A limits exchange with a coordinator in this process."""
+    coordinator = coordinator or LimitsCoordinator()
+
+    async def sync(holder: str, reports: dict[str, Any]) -> dict[str, Any]:
+        return coordinator.sync(holder, reports)
+
+    return sync
+
+
+def make_worker(
+    settings: Settings,
+    store: Store,
+    coordinator: LimitsCoordinator | None = None,
+    cls: type[ProviderWorker] = ProviderWorker,
+) -> ProviderWorker:
+    """The openai worker (replica 0), or one of a test subclass."""
+    return cls(
+        "openai", 0, settings, local_sync(coordinator), store=store, seed=1
+    )
+
+
+async def add_model(
+    store: Store,
+    fake: FakeProviderServer,
+    model: str = "m1",
+    latency_ms: int = 20,
+    limits: dict[str, Any] | None = None,
+) -> None:
+    """Put a model served by the fake provider in the catalog."""
+    fake.configure({"models": {model: {"latencyMs": latency_ms}}})
+    await ModelCatalog(store).seed(
+        [
+            ModelSpec(
+                name=model,
+                provider="openai",
+                config=fake_model_config("openai", model, fake.url),
+                limits=limits or {"maxConcurrency": 4},
+            )
+        ]
+    )
+
+
+async def submit(
+    store: Store,
+    settings: Settings,
+    fake: FakeProviderServer,
+    n: int,
+    model: str = "m1",
+    latency_ms: int = 20,
+    *,
+    max_attempts: int = 5,
+    limits: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Submit a job of ``n`` inline items (``item 0``, ``item 1``...)."""
+    await add_model(store, fake, model, latency_ms, limits)
+    submitter = JobSubmitter(
+        store, ModelCatalog(store), PromptService(store), settings
+    )
+    job, _ = await submitter.submit(
+        {"id": ObjectId(), "quotas": {}},
+        [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
+        JobOptions(max_attempts=max_attempts),
+    )
+    return job
+
+
+async def wait_done(
+    store: Store, job_id: ObjectId, timeout_s: float = 60
+) -> dict[str, Any]:
+    """The job once it is no longer active (AssertionError at timeout).
+
+    Tolerates a database that is coming back (a proxy just restored).
+    """
+    job: dict[str, Any] | None = None
+    for _ in range(int(timeout_s * 10)):
+        try:
+            job = await store.raw("jobs").find_one({"_id": job_id})
+        except PyMongoError:
+            job = None
+        if job is not None and not job["active"]:
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job not done: {job}")
+
+
+async def job_items(store: Store, job_id: ObjectId) -> list[dict[str, Any]]:
+    """Every item of a job, in order."""
+    return (
+        await store.raw("items").find({"jobId": job_id}).sort("seq").to_list()
+    )
