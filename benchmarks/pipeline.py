@@ -66,9 +66,9 @@ class Bench:
         os.environ.pop("DB_CONNECTION_STRING", None)
         from pipeline.settings import Settings
         from serve_app.launcher import LocalStack, StackOptions
-        from tests.support.fake_provider import FakeProviderProcess
+        from benchmarks._fake import FakeServer
 
-        self.fake = FakeProviderProcess(Path(self.state))
+        self.fake = FakeServer(Path(self.state))
         settings = Settings.from_env()
         self.admin = {"X-Admin-Key": settings.admin_api_key.get_secret_value()}
         self.stack = LocalStack(
@@ -198,7 +198,7 @@ def throughput(bench: Bench) -> None:
     elapsed = time.monotonic() - started
     trips = bench.worker_round_trips() - trips_before
     rate = args.items / elapsed
-    peaks = [bench.fake.stats(m)["maxInFlight"] for m in models]
+    peaks = bench.fake.peaks(models)
     print(
         f"end to end: {args.items} items from POST to all done in "
         f"{elapsed:.1f} s = {rate:.0f} items/s (ingestion included); ideal "

@@ -3,9 +3,10 @@
 OpenAI, Azure OpenAI, OpenAI-compatible servers (vLLM, Ollama, llama.cpp)
 and Azure AI Inference all speak it: ``messages`` in, ``choices`` and
 ``usage`` out, and for streams ``data:`` chunks ending with
-``data: [DONE]``. This module builds the messages and decodes streams
-(requiring the ``[DONE]`` marker and mapping an ``error`` object sent
-inside a 200 stream); the adapters keep the SDK-specific parts.
+``data: [DONE]``. This module builds the messages, reads a completion
+from its raw JSON body, and decodes streams (requiring the ``[DONE]``
+marker and mapping an ``error`` object sent inside a 200 stream); the
+adapters keep the SDK-specific parts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from typing import Any
 from ._call import CallContext, normalize_finish_reason
 from ._sse import iter_sse
 from .base import Completion, CompletionRequest, Usage
-from .errors import ProviderError, RateLimitError, StreamError
+from .errors import (
+    ProviderError,
+    RateLimitError,
+    StreamError,
+    TransientError,
+)
 
 DONE = "[DONE]"
 _RATE_LIMIT_CODES = frozenset(
@@ -63,6 +69,44 @@ def usage_from(raw: Any) -> Usage:
         prompt = getattr(raw, "prompt_tokens", None)
         completion = getattr(raw, "completion_tokens", None)
     return Usage(int(prompt or 0), int(completion or 0))
+
+
+def completion_from_body(body: bytes, ctx: CallContext) -> Completion:
+    """Read a ``chat.completion`` response body.
+
+    Args:
+        body: The raw JSON body of a 2xx response.
+        ctx: The call's context (for latency and messages).
+
+    Returns:
+        The first choice's text and finish reason, usage, model and id.
+
+    Raises:
+        TransientError: The body is not JSON, or holds no choice (a
+            server having a bad moment; the SDK's own models would fail
+            on it too).
+    """
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise TransientError(
+            f"{ctx.provider}: malformed response: not JSON: "
+            + ctx.safe_message(body[:200].decode(errors="replace"))
+        ) from exc
+    choices = data.get("choices") if isinstance(data, Mapping) else None
+    if not isinstance(choices, list) or not choices:
+        raise TransientError(f"{ctx.provider}: the response had no choices")
+    choice = choices[0] if isinstance(choices[0], Mapping) else {}
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, Mapping) else None
+    return Completion(
+        text=text if isinstance(text, str) else "",
+        finish_reason=normalize_finish_reason(choice.get("finish_reason")),
+        usage=usage_from(data.get("usage")),
+        model=data.get("model"),
+        latency_ms=ctx.elapsed_ms(),
+        response_id=data.get("id"),
+    )
 
 
 def stream_error(

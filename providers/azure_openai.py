@@ -12,7 +12,8 @@ Two ways to reach a model (registry name ``azure_openai``):
   plain ``openai.AsyncOpenAI`` client, as Microsoft documents.
 
 Also: ``maxTokensParam``, ``timeoutSeconds``, ``auth``, ``apiKeyEnv``.
-Everything on the wire is :class:`~providers.openai.OpenAIChatAdapter`.
+Everything on the wire is :class:`~providers.openai.OpenAIChatAdapter`,
+over the SDK's aiohttp transport as for ``openai``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._config import CommonSettings, ConfigReader
-from .openai import MAX_TOKENS_PARAMS, OpenAIChatAdapter
+from .openai import MAX_TOKENS_PARAMS, OpenAIChatAdapter, aiohttp_client
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -132,6 +133,7 @@ class AzureOpenAIProvider(OpenAIChatAdapter[AzureOpenAISettings]):
                 base_url=f"{settings.endpoint}/openai/v1",
                 timeout=timeout,
                 max_retries=0,
+                http_client=aiohttp_client(timeout),
             )
         return AsyncAzureOpenAI(
             api_key=api_key,
@@ -140,4 +142,5 @@ class AzureOpenAIProvider(OpenAIChatAdapter[AzureOpenAISettings]):
             api_version=settings.api_version,
             timeout=timeout,
             max_retries=0,
+            http_client=aiohttp_client(timeout),
         )

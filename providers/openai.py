@@ -16,6 +16,13 @@ Streams are requested with ``stream_options.include_usage`` so the last
 chunk carries usage, and are read as raw server-sent events because the
 SDK's iterator cannot tell a stream that lost its ``data: [DONE]`` from a
 complete one.
+
+CPU per call matters here (a worker makes hundreds of calls a second):
+a whole answer is posted with the SDK's untyped ``post`` and read from
+its raw JSON, skipping the typed request transformation and response
+models, and every client runs on the SDK's aiohttp transport instead of
+``httpcore2``. Together they cut a call's CPU by about 60 %; auth, base
+URLs and the SDK's error types are unchanged.
 """
 
 from __future__ import annotations
@@ -26,24 +33,63 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._adapter import AdapterSettings, SDKAdapter
-from ._call import CallContext, normalize_finish_reason
+from ._call import CallContext
 from ._config import CommonSettings, ConfigReader
 from ._openai_errors import map_openai_error
 from ._openai_wire import (
     StreamAccumulator,
     chat_messages,
+    completion_from_body,
     drain,
     stream_chunks,
-    usage_from,
 )
 from .base import Completion, CompletionRequest, StreamEvent, TextDelta
 from .errors import ProviderError, TransientError
 
 if TYPE_CHECKING:
+    import httpx2
     from openai import AsyncOpenAI
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: The endpoint, relative to the client's base URL.
+CHAT_PATH = "/chat/completions"
 MAX_TOKENS_PARAMS = ("max_completion_tokens", "max_tokens")
+
+
+def aiohttp_client(timeout_seconds: float) -> httpx2.AsyncClient:
+    """The SDK's HTTP client on its aiohttp transport.
+
+    ``openai.DefaultAioHttpClient`` is the SDK's own option: the same
+    ``httpx2`` interface (so auth, redirects and error types are the
+    SDK's), with aiohttp underneath instead of ``httpcore2``, which cost
+    about half of a non-streaming call's CPU.
+
+    Args:
+        timeout_seconds: The client's default timeout.
+
+    Returns:
+        A client for ``http_client=`` of ``AsyncOpenAI`` and its kin.
+    """
+    from openai import DefaultAioHttpClient
+
+    client: httpx2.AsyncClient = DefaultAioHttpClient(timeout=timeout_seconds)
+    return client
+
+
+def _connection_failure(exc: Exception) -> BaseException | None:
+    """The aiohttp connection error behind a reported timeout, if any."""
+    import aiohttp
+    import httpx2
+    import openai
+
+    if not isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return None
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return None if isinstance(cause, TimeoutError) else cause
+        cause = cause.__cause__
+    return None
 
 
 class OpenAIWireSettings(AdapterSettings, Protocol):
@@ -69,7 +115,17 @@ class OpenAIChatAdapter(SDKAdapter[W, "AsyncOpenAI"]):
     def map_error(
         self, exc: Exception, ctx: CallContext
     ) -> ProviderError | None:
-        """Translate an ``openai`` SDK exception."""
+        """Translate an ``openai`` SDK exception.
+
+        The aiohttp transport reports a connection that failed without
+        timing out (refused, reset, closed by the server) as a connect
+        timeout; it is mapped as the connection failure it is.
+        """
+        failure = _connection_failure(exc)
+        if failure is not None:
+            return TransientError(
+                f"{ctx.provider}: connection failed: {type(failure).__name__}"
+            )
         return map_openai_error(exc, ctx)
 
     async def close_client(self, client: AsyncOpenAI) -> None:
@@ -94,23 +150,21 @@ class OpenAIChatAdapter(SDKAdapter[W, "AsyncOpenAI"]):
         request: CompletionRequest,
         ctx: CallContext,
     ) -> Completion:
-        """Make one chat-completions call."""
-        response = await client.chat.completions.create(
-            **self._body(settings, request)
+        """Make one chat-completions call.
+
+        Sent through the SDK's untyped ``post`` (the client's auth,
+        base URL, Azure routing and error types as ever) and read from
+        the raw JSON: the typed layer (request transformation, response
+        models) cost more CPU than the rest of the call.
+        """
+        import httpx2
+
+        response = await client.post(
+            CHAT_PATH,
+            body=self._body(settings, request),
+            cast_to=httpx2.Response,
         )
-        if not response.choices:
-            raise TransientError(
-                f"{ctx.provider}: the response had no choices"
-            )
-        choice = response.choices[0]
-        return Completion(
-            text=choice.message.content or "",
-            finish_reason=normalize_finish_reason(choice.finish_reason),
-            usage=usage_from(response.usage),
-            model=response.model,
-            latency_ms=ctx.elapsed_ms(),
-            response_id=response.id,
-        )
+        return completion_from_body(response.content, ctx)
 
     async def call_stream(
         self,
@@ -197,4 +251,5 @@ class OpenAIProvider(OpenAIChatAdapter[OpenAISettings]):
             base_url=settings.base_url,
             timeout=settings.common.timeout_seconds,
             max_retries=0,
+            http_client=aiohttp_client(settings.common.timeout_seconds),
         )

@@ -29,6 +29,8 @@ from providers.errors import (
     StreamError,
     TransientError,
 )
+from providers.fake import fake_model_config
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -197,6 +199,18 @@ async def test_connection_cut_mid_body_is_transient(
     model.behave(faults=[{"kind": "cut_stream"}])
     with pytest.raises(TransientError):
         await provider.complete(model.config(), REQUEST, None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_refused_connection_is_transient_not_a_timeout(
+    provider: LLMProvider, model: FakeModel, mode: str
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    config = fake_model_config(model.adapter, model.id, nobody)
+    with pytest.raises(TransientError) as caught:
+        await run(provider, config, mode)
+    assert not isinstance(caught.value, ProviderTimeout | StreamError)
+    assert_pickles(caught.value)
 
 
 async def test_cut_stream_is_a_stream_error(

@@ -10,13 +10,20 @@ import pytest
 
 from providers._call import CallContext, error_boundary
 from providers._clients import ClientCache
+from providers._openai_wire import completion_from_body
 from providers._retry_after import (
     retry_after,
     retry_after_from_google_details,
     retry_after_from_headers,
 )
 from providers._sse import SSEEvent, iter_sse
-from providers.errors import ProviderError, ProviderTimeout, StreamError
+from providers.base import Usage
+from providers.errors import (
+    ProviderError,
+    ProviderTimeout,
+    StreamError,
+    TransientError,
+)
 
 NOW = 1_800_000_000.0
 
@@ -156,3 +163,25 @@ def test_error_boundary_lets_cancellation_through() -> None:
         error_boundary(CallContext("openai", "m"), _mapper),
     ):
         raise asyncio.CancelledError
+
+
+def test_completion_is_read_from_the_raw_body() -> None:
+    body = (
+        b'{"id": "c1", "model": "m", "choices": [{"index": 0, "message": '
+        b'{"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],'
+        b' "usage": {"prompt_tokens": 3, "completion_tokens": 1}}'
+    )
+    completion = completion_from_body(body, CallContext("openai", "m"))
+    assert (completion.text, completion.finish_reason) == ("hi", "stop")
+    assert (completion.model, completion.response_id) == ("m", "c1")
+    assert completion.usage == Usage(3, 1)
+    no_content = b'{"choices": [{"message": {"content": null}}]}'
+    assert completion_from_body(no_content, CallContext("o", "m")).text == ""
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>busy</html>", b'{"choices": []}', b"[]", b"{}"]
+)
+def test_a_body_without_a_choice_is_transient(body: bytes) -> None:
+    with pytest.raises(TransientError):
+        completion_from_body(body, CallContext("openai", "m"))
