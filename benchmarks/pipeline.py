@@ -64,9 +64,9 @@ class Bench:
             DB_NAME="bench",
         )
         os.environ.pop("DB_CONNECTION_STRING", None)
+        from benchmarks._fake import FakeServer
         from pipeline.settings import Settings
         from serve_app.launcher import LocalStack, StackOptions
-        from benchmarks._fake import FakeServer
 
         self.fake = FakeServer(Path(self.state))
         settings = Settings.from_env()
