@@ -17,6 +17,7 @@ from pipeline.jobs.aggregation import FINAL_COUNTED, full_counts
 from pipeline.jobs.service import JobService
 from pipeline.states import Status
 from pipeline.worker.item_store import ItemStore, Outcome
+from pipeline.worker.process import cancel_all
 from pipeline.worker.retry import RetryPolicy
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import job_items, make_worker, submit, wait_done
@@ -62,15 +63,10 @@ async def _kill(worker):
     """End a worker as a SIGKILL would: nothing finishes, nothing flushes.
 
     Nothing new starts either (a cancelled call's cleanup would start
-    the next one), and a task that outlives one cancel gets another.
+    the next one).
     """
     worker._spawn = lambda coroutine: coroutine.close()
-    while tasks := [
-        t for t in (*worker._loops, *worker._tasks) if not t.done()
-    ]:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=1)
+    await cancel_all([*worker._loops, *worker._tasks])
     await worker._provider.aclose()
 
 
@@ -179,7 +175,7 @@ async def _restarts(store, settings, job, rng, lives=8):
     try:
         return await wait_done(store, job["_id"], timeout_s=30)
     finally:
-        await _kill(last)
+        await last.stop()
 
 
 def _gate(worker, point):

@@ -18,6 +18,7 @@ from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
+    add_model,
     local_sync,
     make_worker,
     submit,
@@ -211,3 +212,15 @@ async def test_expired_leases_of_another_worker_are_taken_back(
     assert done["counts"]["PROCESSED"] == 6
     again = await store.raw("items").find({"jobId": job["_id"]}).to_list()
     assert sorted(i["attempts"] for i in again) == [1, 1, 2, 2, 2, 2]
+
+
+async def test_stop_ends_loops_woken_as_they_are_cancelled(env, fake_thread):
+    store, _, settings = env
+    await add_model(store, fake_thread)
+    worker = make_worker(settings, store)
+    await worker.start()
+    await asyncio.sleep(0.1)
+    # On Python 3.11 asyncio.wait_for swallows a cancel that comes with
+    # its awaited event: the scheduler would loop on, and stop() hang.
+    worker._wake.set()
+    await asyncio.wait_for(worker.stop(), 10)
