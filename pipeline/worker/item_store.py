@@ -54,6 +54,17 @@ log = get_logger(__name__)
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
 
+#: What lease recovery needs of a leased item.
+LEASE_FIELDS = {
+    "_id": 1,
+    "jobId": 1,
+    "model": 1,
+    "attempts": 1,
+    "maxAttempts": 1,
+    "leaseOwner": 1,
+    "leaseExpiresAt": 1,
+}
+
 #: What a worker reads of its active jobs: the summary it is also sent
 #: when a job arrives, plus what only polling needs.
 ACTIVE_JOB_FIELDS = {
@@ -64,6 +75,9 @@ ACTIVE_JOB_FIELDS = {
 }
 
 _UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
+
+#: The jobs a worker polls (through the jobs' ``active`` index).
+ACTIVE_JOBS = {"active": True}
 
 
 @dataclass
@@ -141,9 +155,7 @@ class ItemStore:
 
     async def active_jobs(self) -> list[dict[str, Any]]:
         """Jobs that still have unfinished items."""
-        return await self.jobs.find(
-            {"active": True}, ACTIVE_JOB_FIELDS
-        ).to_list()
+        return await self.jobs.find(ACTIVE_JOBS, ACTIVE_JOB_FIELDS).to_list()
 
     async def read_window(
         self, item_base: ObjectId, start: int, end: int
@@ -164,12 +176,24 @@ class ItemStore:
             {"leaseExpiresAt": {"$gte": LEASED}, "jobId": job_id}
         )
 
-    async def leased_items(self) -> list[Item]:
-        """Every item currently leased (in flight somewhere)."""
+    async def leased_items(self, models: Iterable[str]) -> list[Item]:
+        """Items of ``models`` currently leased (in flight somewhere).
+
+        Only the fields lease recovery needs (:data:`LEASE_FIELDS`); read
+        the rest with :meth:`items_by_id` for the items it requeues.
+        """
         return await self.items.find(
-            {"leaseExpiresAt": {"$gte": LEASED}, "status": S.PROCESSING},
-            ITEM_PROJECTION,
+            {
+                "leaseExpiresAt": {"$gte": LEASED},
+                "status": S.PROCESSING,
+                "model": {"$in": sorted(models)},
+            },
+            LEASE_FIELDS,
         ).to_list()
+
+    async def items_by_id(self, ids: list[ObjectId]) -> list[Item]:
+        """Items (everything a worker needs of them) by their ids."""
+        return await find_by_ids(self.items, ids, ITEM_PROJECTION)
 
     async def system_prompts(
         self, keys: set[tuple[ObjectId, int]]
