@@ -16,8 +16,10 @@ re-derives its status:
 * all items final: PROCESSED when at least one succeeded (``failed`` may
   be above zero), FAILED when all failed.
 
-``active`` says whether the job still has unfinished items; workers poll
-active jobs only.
+``active`` says whether the job still has unfinished items or counter
+updates in flight (journal entries, see :mod:`pipeline.worker.item_store`);
+workers poll active jobs only, so an entry a dead writer left is always
+found and settled, even when the items it moves were counted final.
 """
 
 from __future__ import annotations
@@ -136,11 +138,12 @@ def derived_status() -> Any:
 def refresh_stages() -> list[dict[str, Any]]:
     """Stages re-deriving ``status``, ``active`` and ``finishedAt``."""
     unfinished = _unfinished()
+    journaled = {"$gt": [{"$size": {"$ifNull": ["$journal", []]}}, 0]}
     return [
         {"$set": {"status": derived_status()}},
         {
             "$set": {
-                "active": {"$gt": [unfinished, 0]},
+                "active": {"$or": [{"$gt": [unfinished, 0]}, journaled]},
                 "finishedAt": {
                     "$cond": [
                         {"$gt": [unfinished, 0]},
@@ -218,9 +221,13 @@ def full_counts(job: Mapping[str, Any], processing: int) -> dict[str, int]:
     """
     stored = job.get("counts") or {}
     final = {s.value: int(stored.get(s, 0)) for s in FINAL_COUNTED}
-    pending = job["totalItems"] - processing - sum(final.values())
+    unfinished = max(0, job["totalItems"] - sum(final.values()))
+    # The job and its leases are two reads, moments apart (and a
+    # requeued item may be claimed just before its counts move): the
+    # counts shown still add up to the total.
+    processing = min(processing, unfinished)
     return {
-        S.PENDING.value: max(0, pending),
+        S.PENDING.value: unfinished - processing,
         S.PROCESSING.value: processing,
         **final,
     }

@@ -52,7 +52,9 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "jobs": [
         IndexModel([("clientId", ASCENDING), _LIVE, ("_id", DESCENDING)]),
-        IndexModel([("status", ASCENDING)]),
+        # The workers poll the active jobs among every job ever created.
+        # (No query filters on status alone: no index for it.)
+        IndexModel([("active", ASCENDING)]),
         IndexModel(
             [("clientId", ASCENDING), ("idempotencyKey", ASCENDING)],
             unique=True,

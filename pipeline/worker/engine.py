@@ -56,7 +56,7 @@ from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.models import ServedModel
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
-from pipeline.worker.process import RoundTripCounter, tune_gc
+from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.requests import cache_key, estimate_tokens, item_request
 from pipeline.worker.retry import RetryPolicy, error_record
 from pipeline.worker.writer import ResultWriter
@@ -169,9 +169,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             return
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await cancel_all(self._loops)
         await self._writer.flush()
         await self._provider.aclose()
         self._started = False

@@ -7,14 +7,17 @@ write is batched and addressed by ``_id``.
 
 Counters without transactions. Only changes into or out of a final
 status touch a job (:mod:`pipeline.jobs.aggregation`). Such a batch is
-written *job first*: one update per job applies the expected counts and
-records a journal entry (batch id, writer, item ids and targets); then
-the items are written, each stamped with the batch id; items that could
-not be written (their lease was lost) are compensated at once. If the
-writer dies in between, its successor settles the entry from what the
-items show. No multi-document transaction is needed, so writers never
-conflict on a busy job document, and any MongoDB (standalone included)
-will do.
+written in three steps: one update per job records a journal entry
+(batch id, writer, item ids and moves); then the items are written, each
+stamped with the batch id and guarded by its lease; then one update per
+job applies the counts and usage of the items that were written and
+removes the entry, guarded by the entry. So a job never counts an item
+that is not written yet: its counts, and the items under a lease, add
+up to its items at every moment. If the writer dies between the steps,
+its successor settles the entry from what the items show (the stamped
+ones are counted). No multi-document transaction is needed, so writers
+never conflict on a busy job document, and any MongoDB (standalone
+included) will do.
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ log = get_logger(__name__)
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
 
+#: What lease recovery needs of a leased item.
+LEASE_FIELDS = {
+    "_id": 1,
+    "jobId": 1,
+    "model": 1,
+    "attempts": 1,
+    "maxAttempts": 1,
+    "leaseOwner": 1,
+    "leaseExpiresAt": 1,
+}
+
 #: What a worker reads of its active jobs: the summary it is also sent
 #: when a job arrives, plus what only polling needs.
 ACTIVE_JOB_FIELDS = {
@@ -61,6 +75,9 @@ ACTIVE_JOB_FIELDS = {
 }
 
 _UNSET_LEASE = {"leaseOwner": "", "leaseExpiresAt": ""}
+
+#: The jobs a worker polls (through the jobs' ``active`` index).
+ACTIVE_JOBS = {"active": True}
 
 
 @dataclass
@@ -122,27 +139,23 @@ class ItemStore:
         self.prompt_versions = store.raw("prompt_versions")
         self.cache = store.raw("result_cache")
         self.lane = lane
-        # Journal entries of this lane whose items are written: removed
-        # from the job with the next update (or by tidy_journal).
-        self._settled: dict[ObjectId, list[str]] = defaultdict(list)
-        # Batches whose job update may have gone through but whose
-        # write failed: settled (like a dead writer's) before the next
-        # write, unless their writer holds them to try again.
+        # Batches whose write failed after their journal entries may
+        # have been recorded: settled (like a dead writer's) before the
+        # next write, unless their writer holds them to try again.
         self._uncertain: dict[str, dict[ObjectId, list[list[Any]]]] = {}
         # Uncertain batches their writer will try again (see finish):
         # settling one under its writer would race with the retry.
         self._held: set[str] = set()
-        # Batches whose job update is known to be applied: a retry must
-        # not apply it again (its entry may be settled and gone).
-        self._applied: set[str] = set()
+        # Batches whose entries are known to be recorded: a retry must
+        # not record them again (the counts may be applied and the
+        # entries gone, and would be applied twice).
+        self._journaled: set[str] = set()
 
     # -- reading -----------------------------------------------------
 
     async def active_jobs(self) -> list[dict[str, Any]]:
         """Jobs that still have unfinished items."""
-        return await self.jobs.find(
-            {"active": True}, ACTIVE_JOB_FIELDS
-        ).to_list()
+        return await self.jobs.find(ACTIVE_JOBS, ACTIVE_JOB_FIELDS).to_list()
 
     async def read_window(
         self, item_base: ObjectId, start: int, end: int
@@ -163,12 +176,24 @@ class ItemStore:
             {"leaseExpiresAt": {"$gte": LEASED}, "jobId": job_id}
         )
 
-    async def leased_items(self) -> list[Item]:
-        """Every item currently leased (in flight somewhere)."""
+    async def leased_items(self, models: Iterable[str]) -> list[Item]:
+        """Items of ``models`` currently leased (in flight somewhere).
+
+        Only the fields lease recovery needs (:data:`LEASE_FIELDS`); read
+        the rest with :meth:`items_by_id` for the items it requeues.
+        """
         return await self.items.find(
-            {"leaseExpiresAt": {"$gte": LEASED}, "status": S.PROCESSING},
-            ITEM_PROJECTION,
+            {
+                "leaseExpiresAt": {"$gte": LEASED},
+                "status": S.PROCESSING,
+                "model": {"$in": sorted(models)},
+            },
+            LEASE_FIELDS,
         ).to_list()
+
+    async def items_by_id(self, ids: list[ObjectId]) -> list[Item]:
+        """Items (everything a worker needs of them) by their ids."""
+        return await find_by_ids(self.items, ids, ITEM_PROJECTION)
 
     async def system_prompts(
         self, keys: set[tuple[ObjectId, int]]
@@ -454,13 +479,13 @@ class ItemStore:
         *,
         held: bool = False,
     ) -> list[_Change]:
-        """Apply item changes and their counters, job first.
+        """Apply item changes and then their counters (module docstring).
 
-        Safe to repeat with the same ``batch``: the job update applies
-        once per batch, and items written by an earlier try carry its
-        stamp. A try that fails leaves the batch *uncertain*; unless
-        ``held`` (its caller tries it again), it is settled before the
-        next write.
+        Safe to repeat with the same ``batch``: each entry is recorded
+        once, items written by an earlier try carry its stamp, and the
+        counts are applied once, with the removal of the entry. A try
+        that fails leaves the batch *uncertain*; unless ``held`` (its
+        caller tries it again), it is settled before the next write.
 
         Returns:
             The changes whose item write took effect.
@@ -470,11 +495,11 @@ class ItemStore:
         batch = batch or str(ObjectId())
         await self._settle_uncertain()
         counted = [c for c in changes if c.counted]
-        deltas = self._deltas(counted)
+        moves = self._journal_moves(counted)
         try:
-            if deltas and batch not in self._applied:
-                await self._apply_to_jobs(deltas, batch, counted)
-                self._applied.add(batch)
+            if moves and batch not in self._journaled:
+                await self._record(moves, batch)
+                self._journaled.add(batch)
             ops = []
             for change in changes:
                 update = {**change.update}
@@ -485,17 +510,11 @@ class ItemStore:
                 written = changes
             else:
                 written = await self._stamped(changes, batch)
-            if len(written) < len(changes) and deltas:
-                # Some leases were lost: undo their counts now.
-                for job_id, moves in self._journal_moves(counted).items():
-                    entry = {"b": batch, "lane": self.lane, "items": moves}
-                    await self._settle_entry(job_id, entry)
-            else:
-                for job_id in deltas:
-                    self._settled[job_id].append(batch)
+            if moves:
+                await self._count(moves, written, batch)
         except Exception:
-            if deltas:
-                self._uncertain[batch] = self._journal_moves(counted)
+            if moves:
+                self._uncertain[batch] = moves
                 if held:
                     self._held.add(batch)
             raise
@@ -506,48 +525,53 @@ class ItemStore:
         """A batch is written or settled: nothing more to do for it."""
         self._uncertain.pop(batch, None)
         self._held.discard(batch)
-        self._applied.discard(batch)
+        self._journaled.discard(batch)
 
-    @staticmethod
-    def _deltas(changes: list[_Change]) -> dict[ObjectId, JobDelta]:
-        deltas: dict[ObjectId, JobDelta] = defaultdict(JobDelta)
-        for change in changes:
-            delta = deltas[change.item["jobId"]]
-            delta.move(change.source, change.target)
-            delta.add_usage(*change.usage)
-        return dict(deltas)
-
-    async def _apply_to_jobs(
-        self,
-        deltas: dict[ObjectId, JobDelta],
-        batch: str,
-        changes: list[_Change],
+    async def _record(
+        self, moves: dict[ObjectId, list[list[Any]]], batch: str
     ) -> None:
-        by_job = self._journal_moves(changes)
-        ops = []
-        drops: dict[ObjectId, list[str]] = {}
-        for job_id, delta in deltas.items():
-            entry = {"b": batch, "lane": self.lane, "items": by_job[job_id]}
-            drops[job_id] = self._settled.pop(job_id, [])
-            ops.append(
+        """Record the batch's journal entry in each of its jobs."""
+        await self.jobs.bulk_write(
+            [
                 UpdateOne(
                     # Once per batch, however often the write is tried.
                     {"_id": job_id, "journal.b": {"$ne": batch}},
                     update_pipeline(
-                        delta, journal_add=entry, journal_drop=drops[job_id]
+                        JobDelta(),
+                        journal_add={
+                            "b": batch,
+                            "lane": self.lane,
+                            "items": job_moves,
+                        },
                     ),
                 )
-            )
-        try:
-            await self.jobs.bulk_write(ops, ordered=False)
-        except Exception:
-            # The drops may not have been applied: keep them for later.
-            self._keep_settled(drops)
-            raise
+                for job_id, job_moves in moves.items()
+            ],
+            ordered=False,
+        )
 
-    def _keep_settled(self, settled: dict[ObjectId, list[str]]) -> None:
-        for job_id, batches in settled.items():
-            self._settled[job_id] = batches + self._settled[job_id]
+    async def _count(
+        self,
+        moves: dict[ObjectId, list[list[Any]]],
+        written: list[_Change],
+        batch: str,
+    ) -> None:
+        """Count the written items of a batch and remove its entries."""
+        done = {c.item["_id"] for c in written}
+        await self.jobs.bulk_write(
+            [
+                UpdateOne(
+                    # Only while the entry is there: once per batch.
+                    {"_id": job_id, "journal.b": batch},
+                    update_pipeline(
+                        _delta(m for m in job_moves if m[0] in done),
+                        journal_drop=[batch],
+                    ),
+                )
+                for job_id, job_moves in moves.items()
+            ],
+            ordered=False,
+        )
 
     @staticmethod
     def _journal_moves(
@@ -593,24 +617,11 @@ class ItemStore:
             self._forget(batch)
 
     async def tidy_journal(self) -> None:
-        """Remove this lane's settled entries from the jobs now."""
-        settled, self._settled = self._settled, defaultdict(list)
-        if not settled:
-            return
-        try:
-            await self.jobs.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": job_id},
-                        update_pipeline(JobDelta(), journal_drop=batches),
-                    )
-                    for job_id, batches in settled.items()
-                ],
-                ordered=False,
-            )
-        except Exception:
-            self._keep_settled(settled)
-            raise
+        """Settle this lane's failed writes that nobody retries, now.
+
+        Otherwise they wait for the lane's next write.
+        """
+        await self._settle_uncertain()
 
     async def recover_journal(
         self, job: dict[str, Any], lanes: Iterable[str]
@@ -631,11 +642,11 @@ class ItemStore:
     async def _settle_entry(
         self, job_id: ObjectId, entry: dict[str, Any]
     ) -> None:
-        """Keep what an entry's items show written; undo the rest.
+        """Count what an entry's items show written; remove the entry.
 
         The items carry the batch id of the write that changed them, so
-        the counts and usage of items never written are taken back and
-        the entry is removed, in one update guarded by the entry.
+        the counts and usage of the items written are applied and the
+        entry is removed, in one update guarded by the entry.
         """
         moves = entry.get("items") or []
         stamped: set[ObjectId] = set()
@@ -645,19 +656,27 @@ class ItemStore:
             ):
                 if doc.get("batch") == entry["b"]:
                     stamped.add(doc["_id"])
-        undo = JobDelta()
-        for item_id, source, target, tokens_in, tokens_out, cost in moves:
-            if item_id not in stamped:
-                undo.move(Status(target), Status(source))
-                undo.add_usage(-tokens_in, -tokens_out, -cost)
         await self.jobs.update_one(
             {"_id": job_id, "journal.b": entry["b"]},
-            update_pipeline(undo, journal_drop=[entry["b"]]),
+            update_pipeline(
+                _delta(m for m in moves if m[0] in stamped),
+                journal_drop=[entry["b"]],
+            ),
         )
         log.warning(
             "journal_settled",
             job_id=str(job_id),
             batch=entry["b"],
             lane=entry.get("lane"),
-            items_undone=len(moves) - len(stamped),
+            items_written=len(stamped),
+            items_not_written=len(moves) - len(stamped),
         )
+
+
+def _delta(moves: Iterable[list[Any]]) -> JobDelta:
+    """The counts and usage of journal moves."""
+    delta = JobDelta()
+    for _, source, target, tokens_in, tokens_out, cost in moves:
+        delta.move(Status(source), Status(target))
+        delta.add_usage(tokens_in, tokens_out, cost)
+    return delta

@@ -129,12 +129,13 @@ class PollingMixin(WorkerBase):
         return held is not None and held["leaseOwner"] == item["leaseOwner"]
 
     async def _recover_leases(self) -> None:
+        if not self.models:
+            return
         now = utcnow()
         stale = [
             item
-            for item in await self._items.leased_items()
-            if item["model"] in self.models
-            and not self._holds(item)
+            for item in await self._items.leased_items(self.models)
+            if not self._holds(item)
             and (item["leaseExpiresAt"] < now or self._predecessor(item))
         ]
         if not stale:
@@ -148,17 +149,21 @@ class PollingMixin(WorkerBase):
             failed=len(failed),
             worker=self.name,
         )
-        canceled = []
-        for item in requeued:
-            for key in ("leaseOwner", "leaseExpiresAt"):
-                item.pop(key, None)
-            item["status"] = S.PENDING
-            if self._is_canceled(item["jobId"]):
-                canceled.append(item)
-            elif item["jobId"] in self.backlog.jobs:
-                self.backlog.add_ready(item["jobId"], [item])
+        canceled = [i for i in requeued if self._is_canceled(i["jobId"])]
         if canceled:
             await self._cancel_items(canceled)
+        # Lease recovery read a few fields only: the backlog needs whole
+        # items (rare, so one more read by _id is cheap).
+        wanted = [
+            i["_id"]
+            for i in requeued
+            if i["jobId"] in self.backlog.jobs
+            and not self._is_canceled(i["jobId"])
+        ]
+        if wanted:
+            for item in await self._items.items_by_id(wanted):
+                if item["status"] == S.PENDING:
+                    self.backlog.add_ready(item["jobId"], [item])
         for item in failed:
             self.metrics.item_finished(item["model"], S.FAILED)
 

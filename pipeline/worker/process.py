@@ -1,8 +1,11 @@
-"""Process-level tuning and instrumentation of a worker actor."""
+"""Process-level tuning, instrumentation and shutdown of a worker actor."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Iterable
+from typing import Any
 
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -41,3 +44,17 @@ class RoundTripCounter(CommandListener):
 
     def failed(self, event: CommandFailedEvent) -> None:
         """Nothing to do."""
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until every one has ended.
+
+    A task is cancelled again while it runs on: on Python 3.11,
+    ``asyncio.wait_for`` swallows a cancellation that arrives together
+    with what it waits for (a loop woken as it is stopped), and the task
+    carries on as if nothing happened.
+    """
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1)

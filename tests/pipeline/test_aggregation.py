@@ -148,3 +148,26 @@ def test_delta_bookkeeping():
     undo = delta.reversed()
     assert undo.counts == {"PROCESSED": -3, "FAILED": 1}
     assert (undo.input_tokens, undo.output_tokens, undo.cost) == (-1, -2, -0.5)
+
+
+async def test_a_job_with_journal_entries_stays_active(jobs):
+    # A dead writer's entry must be found by the workers' poll of
+    # active jobs, even when the counts say every item is final.
+    job_id = await _job(jobs, total=1)
+    job = await _move(
+        jobs,
+        job_id,
+        S.PROCESSING,
+        S.FAILED,
+        journal_add={"b": "b1", "lane": "w"},
+    )
+    assert job["status"] == "FAILED" and job["active"] is True
+    job = await _move(jobs, job_id, S.FAILED, S.FAILED, journal_drop=["b1"])
+    assert job["active"] is False
+
+
+def test_shown_counts_add_up_to_the_total():
+    job = {"totalItems": 4, "counts": {"PROCESSED": 3}}
+    counts = full_counts(job, processing=2)  # read a moment apart
+    assert sum(counts.values()) == 4
+    assert counts["PROCESSING"] == 1 and counts["PENDING"] == 0

@@ -32,22 +32,30 @@ class FlakyCollection:
         self._collection = collection
         self._plans: dict[str, list[Any]] = {}
 
-    def fail_next(self, method: str, *, applied: bool = False) -> None:
-        """Make the next call of ``method`` raise a connection error.
+    def fail_next(
+        self, method: str, *, applied: bool = False, after: int = 0
+    ) -> None:
+        """Make a coming call of ``method`` raise a connection error.
 
         Args:
             method: The collection method (``bulk_write``...).
             applied: Whether the server applies the call first (the
                 reply is lost) or never sees it.
+            after: How many calls of it to let through first.
         """
-        self._plans.setdefault(method, []).append(
-            "after" if applied else "before"
-        )
+        plans = self._plans.setdefault(method, [])
+        plans += ["pass"] * after + ["after" if applied else "before"]
 
-    def gate_next(self, method: str) -> Gate:
-        """Make the next call of ``method`` wait until the gate opens."""
+    def gate_next(self, method: str, *, after: int = 0) -> Gate:
+        """Make a coming call of ``method`` wait until the gate opens.
+
+        Args:
+            method: The collection method.
+            after: How many calls of it to let through first.
+        """
         gate = Gate()
-        self._plans.setdefault(method, []).append(gate)
+        plans = self._plans.setdefault(method, [])
+        plans += ["pass"] * after + [gate]
         return gate
 
     def __getattr__(self, name: str) -> Any:

@@ -41,10 +41,12 @@ def make_worker(
     store: Store,
     coordinator: LimitsCoordinator | None = None,
     cls: type[ProviderWorker] = ProviderWorker,
+    **options: Any,
 ) -> ProviderWorker:
     """The openai worker (replica 0), or one of a test subclass."""
+    options.setdefault("seed", 1)
     return cls(
-        "openai", 0, settings, local_sync(coordinator), store=store, seed=1
+        "openai", 0, settings, local_sync(coordinator), store=store, **options
     )
 
 

@@ -16,7 +16,9 @@ from pipeline.states import Status
 from pipeline.worker.coordinator import LimitsCoordinator
 from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
+from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
+    add_model,
     local_sync,
     make_worker,
     submit,
@@ -94,7 +96,7 @@ async def test_item_log_lines_carry_job_and_item_ids(env, fake_thread):
         assert line["model"] == "m1"
 
 
-async def test_a_crash_between_job_and_item_writes_is_settled(
+async def test_a_crash_between_journal_and_item_writes_is_settled(
     env, fake_thread
 ):
     store, _, settings = env
@@ -113,12 +115,17 @@ async def test_a_crash_between_job_and_item_writes_is_settled(
         )
         for i in claimed
     ]
-    # The job-first half of a write, then the "crash": items unwritten.
-    changes = [dead._finish_change(o) for o in outcomes]
-    await dead._apply_to_jobs(dead._deltas(changes), "b-crash", changes)
+    # The journal entry is recorded, then the "crash": items unwritten.
+    dead.items = flaky = FlakyCollection(dead.items)
+    gate = flaky.gate_next("bulk_write")
+    write = asyncio.create_task(dead.finish(outcomes, "b-crash"))
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    write.cancel()
+    await asyncio.gather(write, return_exceptions=True)
     half = await store.raw("jobs").find_one({"_id": job["_id"]})
-    assert half["counts"]["PROCESSED"] == 4
+    assert half["counts"]["PROCESSED"] == 0  # counted once written
     assert [e["b"] for e in half["journal"]] == ["b-crash"]
+    assert half["active"]
 
     successor = ItemStore(store, "metasync-worker-openai-0/alive")
     settled = await successor.recover_journal(
@@ -139,6 +146,34 @@ async def test_a_crash_between_job_and_item_writes_is_settled(
     done = await wait_done(store, job["_id"])
     await worker.stop()
     assert done["counts"]["PROCESSED"] == 4
+
+
+async def test_a_crash_between_item_and_count_writes_is_settled(
+    env, fake_thread
+):
+    store, _, settings = env
+    job = await submit(store, settings, fake_thread, 2)
+    items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
+    dead = ItemStore(store, "metasync-worker-openai-0/dead")
+    claimed = await dead.claim(items, "metasync-worker-openai-0/dead/1", 60)
+    outcomes = [
+        Outcome(item=i, status=Status.PROCESSED, result={"text": "x"})
+        for i in claimed
+    ]
+    dead.jobs = flaky = FlakyCollection(dead.jobs)
+    gate = flaky.gate_next("bulk_write", after=1)  # the counts
+    write = asyncio.create_task(dead.finish(outcomes, "b-crash"))
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    write.cancel()
+    await asyncio.gather(write, return_exceptions=True)
+    half = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert half["counts"]["PROCESSED"] == 0
+    successor = ItemStore(store, "metasync-worker-openai-0/alive")
+    assert await successor.recover_journal(half, {dead.lane}) == 1
+    fixed = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert fixed["counts"]["PROCESSED"] == 2
+    assert fixed["status"] == "PROCESSED" and not fixed["active"]
+    assert fixed["journal"] == []
 
 
 async def test_limits_hold_across_two_workers_in_one_loop(env, fake_thread):
@@ -177,3 +212,15 @@ async def test_expired_leases_of_another_worker_are_taken_back(
     assert done["counts"]["PROCESSED"] == 6
     again = await store.raw("items").find({"jobId": job["_id"]}).to_list()
     assert sorted(i["attempts"] for i in again) == [1, 1, 2, 2, 2, 2]
+
+
+async def test_stop_ends_loops_woken_as_they_are_cancelled(env, fake_thread):
+    store, _, settings = env
+    await add_model(store, fake_thread)
+    worker = make_worker(settings, store)
+    await worker.start()
+    await asyncio.sleep(0.1)
+    # On Python 3.11 asyncio.wait_for swallows a cancel that comes with
+    # its awaited event: the scheduler would loop on, and stop() hang.
+    worker._wake.set()
+    await asyncio.wait_for(worker.stop(), 10)
