@@ -39,7 +39,7 @@ from optimizer.runner import RunDriver
 from optimizer.runs import FINISHED, RunStore
 from optimizer.service import RunService
 from pipeline.catalog import ModelCatalog
-from pipeline.local_database import running_uri
+from pipeline.connect import join_ray, local_settings
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
@@ -49,41 +49,6 @@ from pipeline.worker.handles import WorkerHandles
 PROGRESS_INTERVAL_S = 1.0
 
 Progress = Callable[[dict[str, Any]], None]
-
-
-def connect_settings() -> Settings:
-    """This process's settings, with the local service's database.
-
-    Raises:
-        RuntimeError: No database is configured or running.
-    """
-    settings = Settings.from_env()
-    if settings.db_connection_string:
-        return settings
-    uri = running_uri(settings.state_dir)
-    if uri is None:
-        raise RuntimeError(
-            "no database: start the service with `metasync up`, or set "
-            "DB_CONNECTION_STRING"
-        )
-    os.environ["DB_CONNECTION_STRING"] = uri
-    return settings.with_overrides(db_connection_string=uri)
-
-
-def connect_ray(settings: Settings) -> None:
-    """Join ``RAY_ADDRESS``, or the local service's cluster."""
-    import ray
-
-    from pipeline.ray_runtime import init_local_ray
-
-    if ray.is_initialized():
-        return
-    init_local_ray(
-        settings.state_dir,
-        address=os.environ.get("RAY_ADDRESS") or "auto",
-        namespace=settings.ray_namespace,
-        log_to_driver=False,
-    )
 
 
 async def drive_run(
@@ -209,6 +174,6 @@ def optimize(**options: Any) -> dict[str, Any]:
     Takes the keyword arguments of :func:`drive_run` (without
     ``settings``) and returns the finished run document.
     """
-    settings = connect_settings()
-    connect_ray(settings)
+    settings = local_settings()
+    join_ray(settings)
     return asyncio.run(drive_run(settings, **options))

@@ -24,7 +24,7 @@ from pipeline.logging import configure_logging
 from pipeline.security import IssuedKey
 from pipeline.settings import Settings, SettingsError
 from pipeline.store import Store, create_mongo_client
-from serve_app import optimize_cli
+from serve_app import batch_cli, optimize_cli
 from serve_app.launcher import LocalStack, StackOptions
 from serve_app.local_services import LocalDatabase
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--budget", type=float, default=None)
 
     optimize_cli.add_parser(commands)
+    batch_cli.add_parser(commands)
     commands.add_parser(
         "fake-provider",
         help="run the fake provider server (options: fake-provider -h)",
@@ -86,14 +87,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"metasync: configuration error: {error}", file=sys.stderr)
         return 2
-    quiet = args.command == "optimize" and "LOG_LEVEL" not in os.environ
-    # The progress bar is the optimize command's output; logs that say
-    # nothing wrong would only break it up.
+    quiet = (
+        args.command in ("optimize", "batch") and "LOG_LEVEL" not in os.environ
+    )
+    # The progress bar is these commands' output; logs that say nothing
+    # wrong would only break it up.
     configure_logging("WARNING" if quiet else settings.log_level)
     if args.command == "up":
         return _up(settings, args)
     if args.command == "optimize":
         return optimize_cli.run(args)
+    if args.command == "batch":
+        return batch_cli.run(args)
     return _create_client(settings, args)
 
 
