@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from bson import ObjectId
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import (
     APIKeyHeader,
     HTTPAuthorizationCredentials,
@@ -33,11 +33,39 @@ def get_context(request: Request) -> AppContext:
 
 Context = Annotated[AppContext, Depends(get_context)]
 
-_admin_header = APIKeyHeader(name="X-Admin-Key", auto_error=False)
-_client_id_header = APIKeyHeader(name="X-Client-Id", auto_error=False)
-_client_key_header = APIKeyHeader(name="X-Client-Key", auto_error=False)
-_bearer = HTTPBearer(auto_error=False)
+# Each scheme has its own name: FastAPI names every APIKeyHeader
+# "APIKeyHeader", and the OpenAPI description kept only the last of them.
+_admin_header = APIKeyHeader(
+    name="X-Admin-Key",
+    scheme_name="AdminKey",
+    description="The admin key (ADMIN_API_KEY).",
+    auto_error=False,
+)
+_client_key_header = APIKeyHeader(
+    name="X-Client-Key",
+    scheme_name="ClientKey",
+    description=(
+        "A client's key (it names its client by its prefix). X-Client-Id "
+        "may come with it and must then be the key's client."
+    ),
+    auto_error=False,
+)
+_bearer = HTTPBearer(
+    scheme_name="ClientBearer",
+    description="A client's key as `Authorization: Bearer <key>`.",
+    auto_error=False,
+)
 _basic = HTTPBasic(auto_error=False, realm="metasync docs")
+
+# Not a security scheme of its own: the id alone authenticates nothing,
+# and OpenAPI would list it as an alternative that suffices.
+ClientIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Client-Id",
+        description="The client's id; optional with X-Client-Key.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -103,7 +131,7 @@ async def _authenticate_client(
 
 async def require_client(
     context: Context,
-    client_id: Annotated[str | None, Security(_client_id_header)] = None,
+    client_id: ClientIdHeader = None,
     client_key: Annotated[str | None, Security(_client_key_header)] = None,
     bearer: Annotated[
         HTTPAuthorizationCredentials | None, Security(_bearer)
@@ -136,7 +164,7 @@ async def require_client(
 
 async def optional_client(
     context: Context,
-    client_id: Annotated[str | None, Security(_client_id_header)] = None,
+    client_id: ClientIdHeader = None,
     client_key: Annotated[str | None, Security(_client_key_header)] = None,
     bearer: Annotated[
         HTTPAuthorizationCredentials | None, Security(_bearer)

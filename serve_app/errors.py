@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from pipeline.errors import DatabaseUnavailable, MetasyncError
 from pipeline.logging import get_logger
@@ -89,13 +90,28 @@ async def _validation(request: Request, error: Exception) -> JSONResponse:
 
 async def _http(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        # Starlette names only the methods of the first route with this
+        # path; a path is often served by several (GET and POST /jobs).
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return error_response(
         request,
         error.status_code,
         "http_error",
         str(error.detail),
-        headers=dict(error.headers or {}),
+        headers=headers,
     )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method that some route serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _database(request: Request, error: Exception) -> JSONResponse:

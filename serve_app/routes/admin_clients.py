@@ -13,14 +13,23 @@ from serve_app.schemas.clients import (
     ClientOut,
     ClientWithKey,
 )
+from serve_app.schemas.common import MAX_OFFSET, error_responses
 
-router = APIRouter(prefix="/admin/clients", tags=["admin: clients"])
+router = APIRouter(
+    prefix="/admin/clients",
+    tags=["admin: clients"],
+    responses=error_responses(401, 503),
+)
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 413),
+)
 async def create_client(
     body: ClientCreate, context: Context, admin: AdminKey
 ) -> ClientWithKey:
@@ -32,7 +41,7 @@ async def create_client(
     return ClientWithKey(**out.model_dump(), api_key=issued.key)
 
 
-@router.get("")
+@router.get("", responses=error_responses(400))
 async def list_clients(
     context: Context, admin: AdminKey, limit: Limit = 100, offset: Offset = 0
 ) -> ClientList:
@@ -45,7 +54,7 @@ async def list_clients(
     )
 
 
-@router.get("/{client_id}")
+@router.get("/{client_id}", responses=error_responses(404))
 async def get_client(
     client_id: str, context: Context, admin: AdminKey
 ) -> ClientOut:
@@ -53,7 +62,11 @@ async def get_client(
     return ClientOut.from_doc(await context.clients.get(client_id))
 
 
-@router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{client_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+)
 async def deactivate_client(
     client_id: str, context: Context, admin: AdminKey
 ) -> Response:
@@ -62,7 +75,7 @@ async def deactivate_client(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{client_id}/rotate-key")
+@router.post("/{client_id}/rotate-key", responses=error_responses(404))
 async def rotate_key(
     client_id: str, context: Context, admin: AdminKey
 ) -> ClientWithKey:

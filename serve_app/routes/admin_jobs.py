@@ -6,12 +6,21 @@ from fastapi import APIRouter, status
 
 from pipeline.jobs.documents import job_summary
 from serve_app.deps import AdminKey, Context
+from serve_app.schemas.common import error_responses
 from serve_app.schemas.jobs import RequeueOut
 
-router = APIRouter(prefix="/admin/jobs", tags=["admin: jobs"])
+router = APIRouter(
+    prefix="/admin/jobs",
+    tags=["admin: jobs"],
+    responses=error_responses(401, 503),
+)
 
 
-@router.post("/{job_id}/requeue", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{job_id}/requeue",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(404, 409),
+)
 async def requeue_job(
     job_id: str, context: Context, admin: AdminKey
 ) -> RequeueOut:

@@ -35,6 +35,7 @@ from providers.errors import (
 )
 from serve_app.deps import Context, CurrentClient
 from serve_app.schemas.chat import ChatCompletionIn, usage_body
+from serve_app.schemas.common import error_responses
 
 router = APIRouter(tags=["chat"])
 log = get_logger(__name__)
@@ -54,7 +55,30 @@ def upstream_error(error: ProviderError) -> MetasyncError:
     return UpstreamError(message)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "A `chat.completion`; with `stream: true`, "
+            "server-sent events of `chat.completion.chunk`s, the usage in "
+            "the last, then `data: [DONE]`.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                # One event (as OpenAPI 3.2 reads an event stream): its
+                # data is a chunk as JSON, or `[DONE]`.
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {"data": {"type": "string"}},
+                    }
+                },
+            },
+        },
+        **error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    },
+)
 async def chat_completions(
     body: ChatCompletionIn, context: Context, client: CurrentClient
 ) -> JSONResponse | StreamingResponse:

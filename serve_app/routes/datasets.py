@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pipeline.errors import ValidationFailed
 from serve_app.deps import Context, CurrentClient
 from serve_app.errors import field_path
+from serve_app.schemas.common import MAX_OFFSET, error_responses
 from serve_app.schemas.runs import (
     DatasetIn,
     DatasetList,
@@ -23,9 +24,18 @@ from serve_app.schemas.runs import (
     ExampleIn,
 )
 
-router = APIRouter(prefix="/datasets", tags=["optimization"])
+router = APIRouter(
+    prefix="/datasets",
+    tags=["optimization"],
+    responses=error_responses(401, 429, 503),
+)
 
 JSON_LINES = ("application/x-ndjson", "application/jsonl")
+
+_DATASET_IN_SCHEMA = DatasetIn.model_json_schema(
+    ref_template="#/components/schemas/{model}"
+)
+_DATASET_IN_SCHEMA.pop("$defs", None)
 
 
 def _problems(error: ValidationError, prefix: str) -> list[dict[str, Any]]:
@@ -61,13 +71,15 @@ def _parse_lines(body: bytes) -> list[dict[str, Any]]:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 413),
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/DatasetIn"}
-                },
+                # Inline: no route takes DatasetIn as a body parameter, so
+                # FastAPI never lists it in the components (a reference
+                # to it dangled). ExampleIn is there, through RunIn.
+                "application/json": {"schema": _DATASET_IN_SCHEMA},
                 "application/x-ndjson": {
                     "schema": {"type": "string", "format": "binary"}
                 },
@@ -99,12 +111,12 @@ async def create_dataset(
     return DatasetOut.from_doc(document)
 
 
-@router.get("")
+@router.get("", responses=error_responses(400))
 async def list_datasets(
     context: Context,
     client: CurrentClient,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DatasetList:
     """The client's datasets, newest first."""
     documents = await context.runs.runs.list_datasets(
@@ -117,7 +129,7 @@ async def list_datasets(
     )
 
 
-@router.get("/{dataset_id}")
+@router.get("/{dataset_id}", responses=error_responses(404))
 async def get_dataset(
     dataset_id: str, context: Context, client: CurrentClient
 ) -> DatasetOut:

@@ -9,6 +9,7 @@ internet. The assets are generic and public; the API description
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
@@ -67,8 +68,33 @@ async def redoc(request: Request, user: DocsUser) -> HTMLResponse:
 
 
 def mount_docs(app: FastAPI) -> None:
-    """Add the docs routes and their local assets to ``app``."""
+    """Add the docs routes and their local assets to ``app``.
+
+    Also makes ``app.openapi()`` leave out FastAPI's default 422
+    responses: invalid input is a 400 in the shared error shape (routes
+    declare it), so a 422 entry would describe a response never sent.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = app.openapi_schema
+        if schema is None:
+            schema = generate()  # cached by FastAPI; changed in place
+            _drop_validation_422(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(router)
     app.mount(
         ASSETS_PATH, StaticFiles(directory=ASSETS_DIR), name="docs-assets"
     )
+
+
+def _drop_validation_422(schema: dict[str, Any]) -> None:
+    """Remove the 422 responses and the schemas only they use."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)

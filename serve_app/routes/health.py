@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from pipeline.errors import Unavailable
 from serve_app.deps import Context
+from serve_app.schemas.common import ApiModel
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +18,21 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=None)
+class ReadyOut(ApiModel):
+    """``/ready``: each check is ``ok`` or what is wrong."""
+
+    status: str
+    checks: dict[str, str]
+
+
+@router.get(
+    "/ready",
+    response_model=None,
+    responses={
+        200: {"model": ReadyOut, "description": "Ready."},
+        503: {"model": ReadyOut, "description": "Not ready (see checks)."},
+    },
+)
 async def ready(context: Context) -> JSONResponse:
     """Whether requests can be served: the database and the workers."""
     checks: dict[str, str] = {}

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pipeline.jobs.documents import JobOptions, job_summary
 from pipeline.states import Actor, Status
 from serve_app.deps import Context, CurrentClient
+from serve_app.schemas.common import MAX_OFFSET, error_responses
 from serve_app.schemas.jobs import (
     ItemOut,
     JobCreate,
@@ -20,12 +21,31 @@ from serve_app.schemas.jobs import (
     ResultsPage,
 )
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    responses=error_responses(401, 429, 503),
+)
 
 NDJSON = "application/x-ndjson"
 
+#: The status changes: no such job, or not allowed from its status.
+TRANSITION_ERRORS = error_responses(404, 409)
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "The job an earlier request with the same "
+            "idempotencyKey made (nothing new is stored).",
+        },
+        **error_responses(400, 409, 413),
+    },
+)
 async def submit_job(
     body: JobCreate, context: Context, client: CurrentClient
 ) -> JSONResponse:
@@ -51,7 +71,7 @@ async def submit_job(
     )
 
 
-@router.get("")
+@router.get("", responses=error_responses(400, 404))
 async def list_jobs(
     context: Context,
     client: CurrentClient,
@@ -71,7 +91,7 @@ async def list_jobs(
     )
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=error_responses(404))
 async def get_job(
     job_id: str, context: Context, client: CurrentClient
 ) -> JobOut:
@@ -79,13 +99,25 @@ async def get_job(
     return await _job_out(context, await context.jobs.get(client.id, job_id))
 
 
-@router.get("/{job_id}/results", response_model=ResultsPage)
+@router.get(
+    "/{job_id}/results",
+    response_model=ResultsPage,
+    responses={
+        200: {
+            "description": "A page of items; with `Accept: "
+            "application/x-ndjson` or `format=jsonl`, every item as one "
+            "JSON line (an `ItemOut` each).",
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+        },
+        **error_responses(400, 404),
+    },
+)
 async def job_results(
     job_id: str,
     request: Request,
     context: Context,
     client: CurrentClient,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     format: Annotated[str | None, Query(pattern="^(json|jsonl)$")] = None,
@@ -118,7 +150,7 @@ async def _json_lines(
         yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=TRANSITION_ERRORS)
 async def cancel_job(
     job_id: str, context: Context, client: CurrentClient
 ) -> JobOut:
@@ -130,7 +162,7 @@ async def cancel_job(
     return await _job_out(context, job)
 
 
-@router.post("/{job_id}/consume")
+@router.post("/{job_id}/consume", responses=TRANSITION_ERRORS)
 async def consume_job(
     job_id: str, context: Context, client: CurrentClient
 ) -> JobOut:
@@ -141,7 +173,7 @@ async def consume_job(
     return await _job_out(context, job)
 
 
-@router.post("/{job_id}/error-consuming")
+@router.post("/{job_id}/error-consuming", responses=TRANSITION_ERRORS)
 async def error_consuming_job(
     job_id: str, context: Context, client: CurrentClient
 ) -> JobOut:
@@ -152,7 +184,11 @@ async def error_consuming_job(
     return await _job_out(context, job)
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+)
 async def delete_job(
     job_id: str, context: Context, client: CurrentClient
 ) -> Response:

@@ -6,12 +6,16 @@ from fastapi import APIRouter, Response, status
 
 from pipeline.catalog import ModelSpec
 from serve_app.deps import AdminKey, Context, CurrentClient
+from serve_app.schemas.common import error_responses
 from serve_app.schemas.models import ModelList, ModelOut
 
 router = APIRouter()
 
+CLIENT_ERRORS = error_responses(401, 429, 503)
+ADMIN_ERRORS = error_responses(401, 503)
 
-@router.get("/models", tags=["models"])
+
+@router.get("/models", tags=["models"], responses=CLIENT_ERRORS)
 async def list_models(context: Context, client: CurrentClient) -> ModelList:
     """Active models with provider and limits (no endpoints, no keys)."""
     documents = await context.catalog.list(active_only=True)
@@ -20,7 +24,7 @@ async def list_models(context: Context, client: CurrentClient) -> ModelList:
     )
 
 
-@router.get("/admin/models", tags=["admin: models"])
+@router.get("/admin/models", tags=["admin: models"], responses=ADMIN_ERRORS)
 async def admin_list_models(context: Context, admin: AdminKey) -> ModelList:
     """Every live model, active or not, with its full provider config."""
     documents = await context.catalog.list(active_only=False)
@@ -33,6 +37,7 @@ async def admin_list_models(context: Context, admin: AdminKey) -> ModelList:
     "/admin/models",
     status_code=status.HTTP_201_CREATED,
     tags=["admin: models"],
+    responses={**ADMIN_ERRORS, **error_responses(400, 409, 413)},
 )
 async def create_model(
     spec: ModelSpec, context: Context, admin: AdminKey
@@ -42,7 +47,11 @@ async def create_model(
     return ModelOut.from_doc(document, admin=True)
 
 
-@router.put("/admin/models/{name:path}", tags=["admin: models"])
+@router.put(
+    "/admin/models/{name:path}",
+    tags=["admin: models"],
+    responses={**ADMIN_ERRORS, **error_responses(400, 404, 413)},
+)
 async def replace_model(
     name: str, spec: ModelSpec, context: Context, admin: AdminKey
 ) -> ModelOut:
@@ -55,6 +64,7 @@ async def replace_model(
     "/admin/models/{name:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["admin: models"],
+    responses={**ADMIN_ERRORS, **error_responses(404)},
 )
 async def delete_model(
     name: str, context: Context, admin: AdminKey

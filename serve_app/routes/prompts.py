@@ -7,12 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from serve_app.deps import Context, CurrentClient
+from serve_app.schemas.common import MAX_OFFSET, error_responses
 from serve_app.schemas.prompts import PromptList, PromptOut, PromptWrite
 
-router = APIRouter(prefix="/prompts", tags=["prompts"])
+router = APIRouter(
+    prefix="/prompts",
+    tags=["prompts"],
+    responses=error_responses(401, 429, 503),
+)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 413),
+)
 async def create_prompt(
     body: PromptWrite, context: Context, client: CurrentClient
 ) -> PromptOut:
@@ -23,12 +32,12 @@ async def create_prompt(
     return PromptOut.from_doc(document)
 
 
-@router.get("")
+@router.get("", responses=error_responses(400))
 async def list_prompts(
     context: Context,
     client: CurrentClient,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> PromptList:
     """The client's prompts (latest versions), newest first."""
     documents = await context.prompts.list(client.id, limit=limit, skip=offset)
@@ -39,7 +48,7 @@ async def list_prompts(
     )
 
 
-@router.get("/{prompt_id}")
+@router.get("/{prompt_id}", responses=error_responses(404))
 async def get_prompt(
     prompt_id: str, context: Context, client: CurrentClient
 ) -> PromptOut:
@@ -47,7 +56,7 @@ async def get_prompt(
     return PromptOut.from_doc(await context.prompts.get(client.id, prompt_id))
 
 
-@router.put("/{prompt_id}")
+@router.put("/{prompt_id}", responses=error_responses(400, 404, 409, 413))
 async def update_prompt(
     prompt_id: str,
     body: PromptWrite,
@@ -61,7 +70,11 @@ async def update_prompt(
     return PromptOut.from_doc(document)
 
 
-@router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{prompt_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+)
 async def delete_prompt(
     prompt_id: str, context: Context, client: CurrentClient
 ) -> Response:
@@ -70,7 +83,9 @@ async def delete_prompt(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{prompt_id}/versions/{version}")
+@router.get(
+    "/{prompt_id}/versions/{version}", responses=error_responses(400, 404)
+)
 async def get_prompt_version(
     prompt_id: str,
     version: Annotated[int, Path(ge=1)],

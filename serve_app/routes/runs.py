@@ -14,13 +14,22 @@ from optimizer.report import render_html, summarize
 from pipeline.errors import Conflict, ValidationFailed
 from serve_app.deps import Context, CurrentClient
 from serve_app.errors import field_path
+from serve_app.schemas.common import MAX_OFFSET, error_responses
 from serve_app.schemas.prompts import PromptOut
 from serve_app.schemas.runs import PromoteIn, RunIn, RunList, RunOut
 
-router = APIRouter(prefix="/runs", tags=["optimization"])
+router = APIRouter(
+    prefix="/runs",
+    tags=["optimization"],
+    responses=error_responses(401, 429, 503),
+)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 404, 413),
+)
 async def create_run(
     body: RunIn, context: Context, client: CurrentClient
 ) -> RunOut:
@@ -51,12 +60,12 @@ async def create_run(
     return RunOut.from_doc(document)
 
 
-@router.get("")
+@router.get("", responses=error_responses(400))
 async def list_runs(
     context: Context,
     client: CurrentClient,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> RunList:
     """The client's runs, newest first (without candidates)."""
     documents = await context.runs.runs.list_runs(
@@ -69,7 +78,7 @@ async def list_runs(
     )
 
 
-@router.get("/{run_id}")
+@router.get("/{run_id}", responses=error_responses(404))
 async def get_run(
     run_id: str, context: Context, client: CurrentClient
 ) -> RunOut:
@@ -77,7 +86,12 @@ async def get_run(
     return RunOut.from_doc(await context.runs.runs.get_run(client.id, run_id))
 
 
-@router.get("/{run_id}/report", response_class=HTMLResponse)
+@router.get(
+    "/{run_id}/report",
+    response_class=HTMLResponse,
+    # All of them (the router's too): this route's errors are JSON.
+    responses=error_responses(401, 404, 409, 429, 503, by_reference=True),
+)
 async def run_report(
     run_id: str, context: Context, client: CurrentClient
 ) -> HTMLResponse:
@@ -100,7 +114,7 @@ async def run_report(
     return HTMLResponse(page)
 
 
-@router.post("/{run_id}/cancel")
+@router.post("/{run_id}/cancel", responses=error_responses(404, 409))
 async def cancel_run(
     run_id: str, context: Context, client: CurrentClient
 ) -> RunOut:
@@ -111,7 +125,9 @@ async def cancel_run(
     return RunOut.from_doc(document)
 
 
-@router.post("/{run_id}/promote")
+@router.post(
+    "/{run_id}/promote", responses=error_responses(400, 404, 409, 413)
+)
 async def promote_run(
     run_id: str,
     context: Context,

@@ -5,17 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from pipeline.clients import Quotas
 from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
+
+
+class QuotasIn(Quotas):
+    """Quotas in a request: numbers only (lax parsing took ``false`` as 0)."""
+
+    model_config = ConfigDict(strict=True)
 
 
 class ClientCreate(RequestModel):
     """``POST /admin/clients``."""
 
     name: str = Field(min_length=1, max_length=200)
-    quotas: Quotas | None = None
+    quotas: QuotasIn | None = None
 
 
 class ClientOut(ApiModel):

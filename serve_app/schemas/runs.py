@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from optimizer.config import BudgetConfig, ScorerConfig, SplitConfig
 from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
@@ -13,12 +13,22 @@ from serve_app.schemas.prompts import MAX_PROMPT_CHARS
 
 Scalar = str | int | float | bool
 
+#: An input's name: a template variable, as ``{{name}}`` spells it (a
+#: stored example's keys; MongoDB refuses some others, like a NUL byte).
+VariableName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+
 
 class ExampleIn(RequestModel):
     """One example: template variables and what a good answer is."""
 
     id: str | None = Field(None, max_length=256)
-    inputs: dict[str, Scalar] = Field(min_length=1)
+    inputs: dict[VariableName, Scalar] = Field(
+        min_length=1,
+        # Pydantic lists the pattern only: no other key is allowed.
+        json_schema_extra={"additionalProperties": False},
+    )
     expected: str | int | float | bool | None = None
     rubric: str | None = Field(None, max_length=20_000)
 
