@@ -19,8 +19,7 @@ from typing import Any
 
 from bson import ObjectId
 
-#: Items per database window (one bounded range query on jobId+seq).
-WINDOW_ITEMS = 500
+from pipeline.jobs.item_ids import WINDOW_ITEMS
 
 #: Jobs per client that read windows ahead of claiming.
 READ_AHEAD_JOBS = 2

@@ -22,10 +22,11 @@ from bson import ObjectId
 
 from pipeline.catalog import Pricing
 from pipeline.jobs.aggregation import FINAL_COUNTED
+from pipeline.jobs.item_ids import WINDOW_ITEMS
 from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store.documents import utcnow
-from pipeline.worker.backlog import WINDOW_ITEMS, Item
+from pipeline.worker.backlog import Item
 from pipeline.worker.base import WorkerBase
 from pipeline.worker.limits import ModelLimiter, Share
 from pipeline.worker.models import ServedModel
