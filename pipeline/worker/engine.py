@@ -4,8 +4,9 @@ One :class:`ProviderWorker` serves every model of one provider. Its
 loops, all on one asyncio event loop:
 
 * the scheduler starts calls for claimed items as each model's limiter
-  allows, claims more items (fairly, from the backlog) when its queue
-  runs low, and reads more job windows when the backlog runs low;
+  allows, claims more items from the backlog when its queue runs low,
+  and reads more job windows when the backlog runs low, in the order and
+  amounts its :class:`~pipeline.worker.scheduling.SchedulingPolicy` sets;
 * the poller, the lease keeper and the limits syncer
   (:mod:`pipeline.worker.polling`): the safety net that finds stranded
   work and takes back lost leases, the renewal of the leases of items
@@ -59,6 +60,7 @@ from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.requests import cache_key, estimate_tokens, item_request
 from pipeline.worker.retry import RetryPolicy, error_record
+from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
 from pipeline.worker.writer import ResultWriter
 from providers.base import Completion, CompletionRequest, LLMProvider
 from providers.errors import RateLimitError
@@ -82,6 +84,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         store: Store | None = None,
         export_metrics: bool = False,
         retry_policy: RetryPolicy | None = None,
+        scheduling: SchedulingPolicy | None = None,
         seed: int | None = None,
     ) -> None:
         self.provider_name = provider
@@ -98,7 +101,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.metrics = WorkerMetrics(provider, export=export_metrics)
         self.models: dict[str, ServedModel] = {}
         self.limiters: dict[str, ModelLimiter] = {}
-        self.backlog = Backlog()
+        self.scheduling = scheduling or DefaultScheduling()
+        self.backlog = Backlog(self.scheduling)
         self.waiting: dict[str, deque[Item]] = defaultdict(deque)
         self._claiming: set[str] = set()
         self.held: dict[ObjectId, Item] = {}
@@ -416,7 +420,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
         limiter = self.limiters[name]
         waiting = self.waiting[name]
         wait_s = 1.0
-        while waiting and not self._chat_waiters[name]:
+        while waiting and self.scheduling.batch_may_start(
+            self._chat_waiters[name]
+        ):
             item = waiting[0]
             tokens = self._estimate(item)
             delay = limiter.start_delay(tokens)
@@ -427,16 +433,11 @@ class ProviderWorker(ChatMixin, PollingMixin):
             limiter.try_start(tokens)
             waiting.popleft()
             self._spawn(self._run(model, item, tokens))
-        # Keep up to two rounds of work claimed, so slots never wait for
-        # a claim to come back from the database.
-        capacity = max(1, limiter.capacity)
-        if (
-            name not in self._claiming
-            and len(waiting) < capacity
-            and limiter.share.concurrency > 0
-        ):
-            amount = min(
-                self.settings.max_items_per_batch, 2 * capacity - len(waiting)
+        if name not in self._claiming and limiter.share.concurrency > 0:
+            amount = self.scheduling.claim_size(
+                len(waiting),
+                limiter.capacity,
+                self.settings.max_items_per_batch,
             )
             candidates = self.backlog.take(name, amount)
             if candidates:

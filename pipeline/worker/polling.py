@@ -63,7 +63,6 @@ class PollingMixin(WorkerBase):
         for job_id in list(self.backlog.jobs):
             if job_id not in active and not self._has_work(job_id):
                 self.backlog.drop_job(job_id)
-        self.backlog.forget_clients_without_jobs()
         self._wake.set()
 
     def _has_work(self, job_id: ObjectId) -> bool:
