@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 
+from pipeline.backoff import backoff_s
 from pipeline.catalog import ModelCatalog
 from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
@@ -69,6 +70,11 @@ S = Status
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+#: Seconds before a failed database step is tried again (then doubling).
+STEP_BACKOFF_S = 0.2
+#: The longest wait between tries of a database step.
+STEP_MAX_BACKOFF_S = 5.0
 
 
 class ProviderWorker(ChatMixin, PollingMixin):
@@ -514,14 +520,18 @@ class ProviderWorker(ChatMixin, PollingMixin):
         The database may be briefly gone; claimed items wait meanwhile,
         under their lease.
         """
-        delay = 0.2
+        failures = 0
         while True:
             try:
                 return await operation()
             except Exception as error:
+                failures += 1
                 log.warning("database_step_retry", step=what, error=str(error))
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+                await asyncio.sleep(
+                    backoff_s(
+                        failures, STEP_BACKOFF_S, cap_s=STEP_MAX_BACKOFF_S
+                    )
+                )
 
     async def _mark_started(self, items: list[Item]) -> None:
         """Record the first claim of each job (its status: PROCESSING)."""
