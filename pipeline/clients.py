@@ -18,7 +18,7 @@ from pipeline.security import (
     verify_key,
 )
 from pipeline.store import Store, parse_object_id
-from pipeline.store.documents import Document
+from pipeline.store.document_collection import Document
 
 business = BusinessLogger()
 

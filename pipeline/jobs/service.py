@@ -24,7 +24,7 @@ from pipeline.states import JOB_TRANSITIONS, Actor, Status, sources
 from pipeline.store import Store, parse_object_id
 from pipeline.store.by_id import find_by_ids
 from pipeline.store.database import LEASED
-from pipeline.store.documents import Document, not_deleted, utcnow
+from pipeline.store.document_collection import Document, not_deleted, utcnow
 
 S = Status
 business = BusinessLogger()

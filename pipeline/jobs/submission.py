@@ -20,8 +20,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from pipeline.catalog import ModelCatalog
 from pipeline.errors import Conflict, PayloadTooLarge, QuotaExceeded
-from pipeline.jobs.documents import JobOptions, new_item, new_job
 from pipeline.jobs.item_ids import item_ids, new_item_base
+from pipeline.jobs.shapes import JobOptions, new_item, new_job
 from pipeline.jobs.validation import ItemSpec, validate_items
 from pipeline.logging import BusinessLogger, get_logger
 from pipeline.prompts import PromptService
@@ -29,7 +29,7 @@ from pipeline.settings import Settings
 from pipeline.spending import client_spend
 from pipeline.store import Store, safe_operation
 from pipeline.store.by_id import delete_by_ids
-from pipeline.store.documents import (
+from pipeline.store.document_collection import (
     Document,
     new_metadata,
     not_deleted,

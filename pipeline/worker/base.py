@@ -24,8 +24,8 @@ from pipeline.worker.backlog import Backlog, Item, JobTrack
 from pipeline.worker.item_store import ItemStore
 from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.models import ServedModel
 from pipeline.worker.retry import RetryPolicy
+from pipeline.worker.served_model import ServedModel
 from providers.base import Completion, CompletionRequest, LLMProvider
 
 #: Exchanges a worker's reports for its shares (the limits coordinator).

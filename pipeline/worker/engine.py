@@ -42,7 +42,7 @@ from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
 from pipeline.states import Status
 from pipeline.store import Store
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from pipeline.worker.backlog import (
     Backlog,
     Item,
@@ -55,13 +55,13 @@ from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.models import ServedModel
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.requests import cache_key, estimate_tokens, item_request
 from pipeline.worker.retry import RetryPolicy, error_record
 from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
+from pipeline.worker.served_model import ServedModel
 from pipeline.worker.writer import ResultWriter
 from providers.base import Completion, CompletionRequest, LLMProvider
 from providers.errors import RateLimitError

@@ -23,13 +23,13 @@ from bson import ObjectId
 from pymongo import UpdateOne
 
 from pipeline.jobs.aggregation import FINAL_COUNTED, started_pipeline
-from pipeline.jobs.documents import SUMMARY_FIELDS
 from pipeline.jobs.item_ids import item_ids
+from pipeline.jobs.shapes import SUMMARY_FIELDS
 from pipeline.states import Status
 from pipeline.store import Store
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
 from pipeline.store.database import LEASED
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from pipeline.worker.journal import Change, Journal
 
 S = Status

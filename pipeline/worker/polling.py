@@ -25,11 +25,11 @@ from pipeline.jobs.aggregation import FINAL_COUNTED
 from pipeline.jobs.item_ids import WINDOW_ITEMS
 from pipeline.logging import get_logger
 from pipeline.states import Status
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from pipeline.worker.backlog import Item
 from pipeline.worker.base import WorkerBase
 from pipeline.worker.limits import ModelLimiter, Share
-from pipeline.worker.models import ServedModel
+from pipeline.worker.served_model import ServedModel
 from providers.errors import ProviderError
 
 S = Status

@@ -7,14 +7,14 @@ import pytest
 from bson import ObjectId
 
 from pipeline.catalog import ModelCatalog, ModelSpec
-from pipeline.jobs.documents import JobOptions
 from pipeline.jobs.item_ids import item_ids, new_item_base
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from providers.fake import fake_model_config
 
 pytestmark = pytest.mark.anyio

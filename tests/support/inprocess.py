@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from pipeline.catalog import ModelCatalog, ModelSpec
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
 from pipeline.prompts import PromptService

@@ -10,7 +10,7 @@ from bson import ObjectId
 from pipeline.jobs.aggregation import initial_counts
 from pipeline.jobs.item_ids import item_id
 from pipeline.states import Status
-from pipeline.store.documents import Document, new_metadata
+from pipeline.store.document_collection import Document, new_metadata
 
 
 @dataclass(frozen=True)
