@@ -40,7 +40,7 @@ from pipeline.backoff import backoff_s
 from pipeline.catalog import ModelCatalog
 from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
-from pipeline.states import Status
+from pipeline.states import Actor, Status
 from pipeline.store import Store
 from pipeline.store.document_collection import utcnow
 from pipeline.worker.backlog import (
@@ -364,7 +364,12 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     )
                 ]
                 moved = await self._items.move(
-                    candidates, source, target, extra
+                    candidates,
+                    source,
+                    target,
+                    extra,
+                    # A requeue is the admin's order, carried out here.
+                    Actor.ADMIN if target == S.PENDING else Actor.SYSTEM,
                 )
                 moved_total += len(moved)
                 if target == S.PENDING:

@@ -25,7 +25,7 @@ from pymongo import UpdateOne
 from pipeline.jobs.aggregation import FINAL_COUNTED, started_pipeline
 from pipeline.jobs.item_ids import item_ids
 from pipeline.jobs.shapes import SUMMARY_FIELDS
-from pipeline.states import Status
+from pipeline.states import ITEM_TRANSITIONS, Actor, Status, check
 from pipeline.store import Store
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
 from pipeline.store.database import LEASED
@@ -241,6 +241,7 @@ class ItemStore:
         items = list(unique.values())
         if not items:
             return []
+        check(ITEM_TRANSITIONS, "item", Actor.SYSTEM, S.PENDING, S.PROCESSING)
         now = utcnow()
         expires = now + timedelta(seconds=lease_s)
         ids = [item["_id"] for item in items]
@@ -425,8 +426,16 @@ class ItemStore:
         source: Status,
         target: Status,
         extra: dict[str, Any] | None = None,
+        actor: Actor = Actor.SYSTEM,
     ) -> list[Item]:
         """Move items from ``source`` to ``target`` (cancel, requeue).
+
+        Args:
+            items: The items to move.
+            source: The status they must be in.
+            target: The status they move to.
+            extra: Other fields to set.
+            actor: On whose behalf (a requeue is an admin's).
 
         Returns:
             The items that were in ``source`` and moved.
@@ -441,6 +450,7 @@ class ItemStore:
                 source=source,
                 filter={"_id": item["_id"], "status": source},
                 update={"$set": fields},
+                actor=actor,
             )
             for item in items
         ]

@@ -13,6 +13,11 @@ the steps, its successor settles the entry from what the items show (the
 stamped ones are counted). No multi-document transaction is needed, so
 writers never conflict on a busy job document, and any MongoDB
 (standalone included) will do.
+
+Every change is checked against the item table of
+:mod:`pipeline.states` before anything is written, and each item write's
+filter requires the change's source status, so the database applies a
+change only from where the table allows it.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
+from pipeline.errors import InvalidTransition
 from pipeline.jobs.aggregation import FINAL_COUNTED, JobDelta, update_pipeline
 from pipeline.logging import get_logger
-from pipeline.states import Status
+from pipeline.states import ITEM_TRANSITIONS, Actor, Status, allowed
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks
 
 log = get_logger(__name__)
@@ -46,8 +52,9 @@ class Change:
         target: The status it moves to.
         filter: The guard of its write (status, lease token...).
         update: The update to apply (the batch stamp is added).
-        source: The status it moves from.
+        source: The status it moves from (its ``filter`` requires it).
         usage: Input tokens, output tokens and USD the move adds.
+        actor: On whose behalf (a requeue is an admin's).
     """
 
     item: dict[str, Any]
@@ -56,6 +63,7 @@ class Change:
     update: dict[str, Any]
     source: Status = Status.PROCESSING
     usage: tuple[int, int, float] = (0, 0, 0.0)
+    actor: Actor = Actor.SYSTEM
 
     @property
     def counted(self) -> bool:
@@ -143,11 +151,18 @@ class Journal:
             The changes whose item write took effect.
 
         Raises:
+            InvalidTransition: A change the item table does not allow
+                (nothing is written).
             Exception: Whatever the database raised; the batch is then
                 uncertain.
         """
         if not changes:
             return []
+        for change in changes:
+            if not allowed(
+                ITEM_TRANSITIONS, change.actor, change.source, change.target
+            ):
+                raise InvalidTransition("item", change.source, change.target)
         batch = batch or str(ObjectId())
         await self.settle_uncertain()
         moves = journal_moves(changes)

@@ -6,6 +6,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
+from pipeline.errors import InvalidTransition
 from pipeline.jobs.aggregation import initial_counts
 from pipeline.states import Status
 from pipeline.store import Store, create_mongo_client
@@ -171,3 +172,14 @@ async def test_a_held_batch_is_written_once_by_its_retry(db):
     doc = await _doc(db, job_id)
     assert doc["journal"] == [] and doc["counts"][S.PROCESSED] == 3
     assert doc["usage"] == {"inputTokens": 3, "outputTokens": 6}
+
+
+@pytest.mark.anyio
+async def test_a_change_the_item_table_forbids_writes_nothing(db):
+    job_id, changes = await _job(db, 2)
+    illegal = _change(job_id, target=S.PENDING, source=S.CANCELED)
+    with pytest.raises(InvalidTransition):
+        await _journal(db).write([changes[0], illegal])
+    item = await db.raw("items").find_one({"_id": changes[0].item["_id"]})
+    assert item["status"] == "PROCESSING"
+    assert (await _doc(db, job_id))["journal"] == []
