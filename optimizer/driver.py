@@ -39,11 +39,11 @@ from optimizer.runner import RunDriver
 from optimizer.runs import FINISHED, RunStore
 from optimizer.service import RunService
 from pipeline.catalog import ModelCatalog
+from pipeline.cluster.handles import WorkerHandles
 from pipeline.local_database import running_uri
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.worker.handles import WorkerHandles
 
 #: Seconds between progress reports.
 PROGRESS_INTERVAL_S = 1.0
@@ -74,7 +74,7 @@ def connect_ray(settings: Settings) -> None:
     """Join ``RAY_ADDRESS``, or the local service's cluster."""
     import ray
 
-    from pipeline.ray_runtime import init_local_ray
+    from pipeline.cluster.runtime import init_local_ray
 
     if ray.is_initialized():
         return

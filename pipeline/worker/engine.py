@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -88,7 +88,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         sync_limits: SyncLimits,
         *,
         store: Store | None = None,
-        export_metrics: bool = False,
+        metrics_exporters: Mapping[str, Any] | None = None,
         retry_policy: RetryPolicy | None = None,
         scheduling: SchedulingPolicy | None = None,
         seed: int | None = None,
@@ -104,7 +104,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._store = store
         self._retry = retry_policy or RetryPolicy()
         self._rng = random.Random(seed)
-        self.metrics = WorkerMetrics(provider, export=export_metrics)
+        self.metrics = WorkerMetrics(provider, metrics_exporters)
         self.models: dict[str, ServedModel] = {}
         self.limiters: dict[str, ModelLimiter] = {}
         self.scheduling = scheduling or DefaultScheduling()
