@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -12,13 +14,19 @@ from pipeline.jobs.item_ids import item_id
 from pipeline.states import Status
 from pipeline.store.document_collection import Document, new_metadata
 
+#: Attempts per item when nothing says otherwise: the API's default for
+#: ``maxAttempts``. Every job and item stores its own, so readers fall
+#: back on this only for a document written without one, and then treat
+#: it like a job submitted without the option.
+DEFAULT_MAX_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class JobOptions:
     """Options a client gives for a whole job."""
 
     priority: int = 0
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     cache: bool = False
     idempotency_key: str | None = None
 
@@ -115,6 +123,86 @@ SUMMARY_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as workers see it: its :data:`SUMMARY_FIELDS`, typed.
+
+    Read with :meth:`from_doc` wherever a job's summary is read, so every
+    reader gets the same defaults; :meth:`to_doc` is what a worker is
+    sent (a plain document: it crosses a Ray boundary).
+
+    Attributes:
+        id: The job.
+        client_id: Its owner.
+        total_items: Items in the job.
+        item_base: The base of its item ids.
+        status: Its status.
+        priority: Higher goes first within its client.
+        max_attempts: Attempts per item.
+        cache: Whether results may come from the result cache.
+        providers: Providers of its models (None: not recorded, so
+            every provider's worker looks at it).
+        models: Its models.
+        requeues: Requeue generation (how many requeues were asked).
+        deleted: Soft-deleted by its client.
+        started_at: When its first item was claimed.
+    """
+
+    id: ObjectId
+    client_id: ObjectId
+    total_items: int
+    item_base: ObjectId
+    status: Status
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    cache: bool = False
+    providers: tuple[str, ...] | None = None
+    models: tuple[str, ...] = ()
+    requeues: int = 0
+    deleted: bool = False
+    started_at: datetime | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> JobSummary:
+        """Read a stored job, or a summary a worker was sent."""
+        providers = doc.get("providers")
+        return cls(
+            id=doc["_id"],
+            client_id=doc["clientId"],
+            total_items=doc["totalItems"],
+            item_base=doc["itemBase"],
+            status=Status(doc["status"]),
+            priority=doc.get("priority", 0),
+            max_attempts=doc.get("maxAttempts", DEFAULT_MAX_ATTEMPTS),
+            cache=bool(doc.get("cache", False)),
+            providers=None if providers is None else tuple(providers),
+            models=tuple(doc.get("models") or ()),
+            requeues=doc.get("requeues", 0),
+            deleted=bool((doc.get("_metadata") or {}).get("isDeleted")),
+            started_at=doc.get("startedAt"),
+        )
+
+    def to_doc(self) -> Document:
+        """The summary as a document (stored field names)."""
+        doc: Document = {
+            "_id": self.id,
+            "clientId": self.client_id,
+            "priority": self.priority,
+            "totalItems": self.total_items,
+            "itemBase": self.item_base,
+            "maxAttempts": self.max_attempts,
+            "cache": self.cache,
+            "models": list(self.models),
+            "status": self.status.value,
+            "requeues": self.requeues,
+            "_metadata": {"isDeleted": self.deleted},
+            "startedAt": self.started_at,
+        }
+        if self.providers is not None:
+            doc["providers"] = list(self.providers)
+        return doc
+
+
 def job_summary(job: Document) -> Document:
     """What a worker is told about a new or changed job."""
-    return {key: job[key] for key in SUMMARY_FIELDS if key in job}
+    return JobSummary.from_doc(job).to_doc()

@@ -19,6 +19,7 @@ from typing import Any
 from bson import ObjectId
 
 from pipeline.catalog import ModelCatalog
+from pipeline.jobs.shapes import JobSummary
 from pipeline.settings import Settings
 from pipeline.worker.backlog import Backlog, Item, JobTrack
 from pipeline.worker.item_store import ItemStore
@@ -60,7 +61,7 @@ class WorkerBase(ABC):
         """Connect, recover and start the loops (idempotent)."""
 
     @abstractmethod
-    def _track(self, job: dict[str, Any]) -> None:
+    def _track(self, job: JobSummary) -> None:
         """Follow a job (new, canceled or requeued)."""
 
     @abstractmethod

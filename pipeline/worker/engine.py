@@ -38,6 +38,7 @@ from bson import ObjectId
 
 from pipeline.backoff import backoff_s
 from pipeline.catalog import ModelCatalog
+from pipeline.jobs.shapes import JobSummary
 from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
 from pipeline.states import Actor, Status
@@ -187,14 +188,19 @@ class ProviderWorker(ChatMixin, PollingMixin):
     # -- notifications -------------------------------------------------
 
     async def notify_job(self, job: dict[str, Any]) -> None:
-        """A job was submitted or changed: look at it now."""
+        """A job was submitted or changed: look at it now.
+
+        Args:
+            job: Its summary (:meth:`JobSummary.to_doc`).
+        """
         await self.start()
-        if set(job.get("models", [])) - set(self.models):
+        summary = JobSummary.from_doc(job)
+        if set(summary.models) - set(self.models):
             # A model added since the last poll: learn it before reading
             # the job's items, or they would be skipped as not ours.
             await self._refresh_models()
             await self._sync_once()
-        self._track(job)
+        self._track(summary)
         self._wake.set()
 
     async def ping(self) -> dict[str, Any]:
@@ -223,38 +229,34 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     # -- jobs and windows ----------------------------------------------
 
-    def _track(self, job: dict[str, Any]) -> None:
-        job_id = job["_id"]
-        deleted = (job.get("_metadata") or {}).get("isDeleted", False)
-        canceled = job.get("status") == S.CANCELED or deleted
-        if self.provider_name not in job.get(
-            "providers", [self.provider_name]
+    def _track(self, job: JobSummary) -> None:
+        if job.providers is not None and self.provider_name not in (
+            job.providers
         ):
             return
-        track = self.backlog.jobs.get(job_id)
+        track = self.backlog.jobs.get(job.id)
         if track is None:
-            started = job.get("startedAt") is not None
             track = JobTrack(
-                job_id=job_id,
-                client_id=job["clientId"],
-                priority=job.get("priority", 0),
-                total_items=job["totalItems"],
-                item_base=job["itemBase"],
-                max_attempts=job.get("maxAttempts", 3),
-                cache=job.get("cache", False),
+                job_id=job.id,
+                client_id=job.client_id,
+                priority=job.priority,
+                total_items=job.total_items,
+                item_base=job.item_base,
+                max_attempts=job.max_attempts,
+                cache=job.cache,
                 windows=owned_windows(
-                    job_id, job["totalItems"], self.replica, self.replicas
+                    job.id, job.total_items, self.replica, self.replicas
                 ),
-                started=started,
+                started=job.started_at is not None,
             )
             self.backlog.add_job(track)
+        canceled = job.status == S.CANCELED or job.deleted
         if canceled and not track.canceled:
             track.canceled = True
             self._cancel_pending(track)
-        requeues = job.get("requeues", 0)
-        if requeues > track.requeues:
-            track.requeues = requeues
-            self._spawn(self._sweep(track, S.FAILED, S.PENDING, requeues))
+        if job.requeues > track.requeues:
+            track.requeues = job.requeues
+            self._spawn(self._sweep(track, S.FAILED, S.PENDING, job.requeues))
 
     async def _read_window(self, track: JobTrack) -> None:
         window = track.windows[0]

@@ -24,7 +24,7 @@ from pymongo import UpdateOne
 
 from pipeline.jobs.aggregation import FINAL_COUNTED, started_pipeline
 from pipeline.jobs.item_ids import item_ids
-from pipeline.jobs.shapes import SUMMARY_FIELDS
+from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS, SUMMARY_FIELDS
 from pipeline.states import ITEM_TRANSITIONS, Actor, Status, check
 from pipeline.store import Store
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
@@ -391,7 +391,9 @@ class ItemStore:
         now = utcnow()
         changes = []
         for item in items:
-            final = item.get("attempts", 0) >= item.get("maxAttempts", 1)
+            final = item.get("attempts", 0) >= item.get(
+                "maxAttempts", DEFAULT_MAX_ATTEMPTS
+            )
             fields: dict[str, Any] = {
                 "status": S.FAILED if final else S.PENDING,
                 "error": {

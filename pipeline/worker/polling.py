@@ -23,6 +23,7 @@ from bson import ObjectId
 from pipeline.catalog import Pricing
 from pipeline.jobs.aggregation import FINAL_COUNTED
 from pipeline.jobs.item_ids import WINDOW_ITEMS
+from pipeline.jobs.shapes import JobSummary
 from pipeline.logging import get_logger
 from pipeline.states import Status
 from pipeline.store.document_collection import utcnow
@@ -57,7 +58,7 @@ class PollingMixin(WorkerBase):
         active = {job["_id"] for job in jobs}
         for job in jobs:
             await self._recover_journal(job)
-            self._track(job)
+            self._track(JobSummary.from_doc(job))
             await self._sweep_canceled_again(job)
         await self._items.tidy_journal()
         for job_id in list(self.backlog.jobs):
