@@ -34,7 +34,8 @@ async def submit_job(
     A repeated ``idempotencyKey`` returns the original job (200).
     """
     job, created = await context.submitter.submit(
-        {"id": client.id, "quotas": client.quotas},
+        client.id,
+        client.quotas,
         [item.spec() for item in body.items],
         JobOptions(
             priority=body.priority,

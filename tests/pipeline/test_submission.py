@@ -7,6 +7,7 @@ import pytest
 from bson import ObjectId
 
 from pipeline.catalog import ModelCatalog, ModelSpec
+from pipeline.clients import Quotas
 from pipeline.jobs.item_ids import item_ids, new_item_base
 from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
@@ -49,9 +50,7 @@ async def submitter(mongo_uri, tmp_path):
 async def test_a_jobs_items_get_consecutive_ids_in_seq_order(submitter):
     jobs, store = submitter
     specs = [ItemSpec(model="m", user_content=f"i{n}") for n in range(1203)]
-    job, created = await jobs.submit(
-        {"id": ObjectId(), "quotas": {}}, specs, JobOptions()
-    )
+    job, created = await jobs.submit(ObjectId(), Quotas(), specs, JobOptions())
     assert created
     stored = await store.raw("items").find({"jobId": job["_id"]}).to_list()
     by_id = {item["_id"]: item for item in stored}
