@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from pipeline.catalog import ModelSpec
 from serve_app.deps import AdminKey, Context, CurrentClient
-from serve_app.schemas.models import ModelList, ModelOut
+from serve_app.schemas.catalog import ModelList, ModelOut
 
 router = APIRouter()
 
