@@ -136,7 +136,7 @@ def run_ray_data(
     import ray
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
-    from pipeline.ray_runtime import init_local_ray
+    from pipeline.cluster.runtime import init_local_ray
 
     init_local_ray(state_dir, num_cpus=2, log_to_driver=False)
     try:

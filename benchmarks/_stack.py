@@ -218,7 +218,7 @@ class LocalStack:
         )
         import ray
 
-        from pipeline.ray_runtime import init_local_ray
+        from pipeline.cluster.runtime import init_local_ray
 
         init_local_ray(
             self.state_dir,

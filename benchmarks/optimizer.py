@@ -442,8 +442,8 @@ async def _print_cpu(
     """CPU seconds per iteration, by process, during the repetitions."""
     if not before:
         return
+    from pipeline.cluster.builder import worker_handle
     from pipeline.settings import Settings
-    from pipeline.worker.builder import worker_handle
 
     settings = Settings.from_env(generate_dev_secrets=False)
     stats = await worker_handle(settings, "openai", 0).stats.remote()

@@ -17,10 +17,10 @@ import ray
 from bson import ObjectId
 
 from optimizer.runner import RunDriver
+from pipeline.cluster.handles import WorkerHandles
 from pipeline.logging import configure_logging, get_logger
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.worker.handles import WorkerHandles
 
 log = get_logger(__name__)
 

@@ -27,9 +27,9 @@ from optimizer.protocols import EvalRequest
 from optimizer.records import Candidate, Example, Outcome
 from optimizer.scoring import build_scorer
 from pipeline.catalog import Pricing
+from pipeline.cluster.handles import WorkerHandles
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.worker.handles import WorkerHandles
 from providers.base import Completion, CompletionRequest
 
 #: Examples one task evaluates (more make several tasks).

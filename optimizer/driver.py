@@ -39,11 +39,11 @@ from optimizer.runner import RunDriver
 from optimizer.runs import FINISHED, RunStore
 from optimizer.service import RunService
 from pipeline.catalog import ModelCatalog
+from pipeline.cluster.handles import WorkerHandles
 from pipeline.connect import join_ray, local_settings
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.worker.handles import WorkerHandles
 
 #: Seconds between progress reports.
 PROGRESS_INTERVAL_S = 1.0

@@ -44,7 +44,7 @@ from providers.base import Completion, CompletionRequest
 log = get_logger(__name__)
 
 #: Calls a provider's worker: ``(provider, model, request)``, as
-#: :meth:`pipeline.worker.handles.WorkerHandles.complete` does.
+#: :meth:`pipeline.cluster.handles.WorkerHandles.complete` does.
 ProviderComplete = Callable[
     [str, str, CompletionRequest], Awaitable[Completion]
 ]

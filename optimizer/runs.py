@@ -22,7 +22,7 @@ from pymongo import ReturnDocument
 
 from pipeline.errors import InvalidTransition, NotFound
 from pipeline.store import Store, not_deleted, parse_object_id, safe_operation
-from pipeline.store.documents import Document, utcnow
+from pipeline.store.document_collection import Document, utcnow
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"

@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from pipeline.errors import Conflict, NotFound, ValidationFailed
 from pipeline.logging import BusinessLogger, get_logger
 from pipeline.store import Store
-from pipeline.store.documents import Document, new_metadata, utcnow
+from pipeline.store.document_collection import Document, new_metadata, utcnow
 
 log = get_logger(__name__)
 business = BusinessLogger()

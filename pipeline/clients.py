@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -18,7 +20,7 @@ from pipeline.security import (
     verify_key,
 )
 from pipeline.store import Store, parse_object_id
-from pipeline.store.documents import Document
+from pipeline.store.document_collection import Document
 
 business = BusinessLogger()
 
@@ -35,6 +37,62 @@ class Quotas(BaseModel):
     budget: float | None = Field(None, ge=0, description="USD")
 
 
+@dataclass(frozen=True)
+class Client:
+    """A stored client, typed: read with :meth:`from_doc` everywhere.
+
+    Attributes:
+        id: The client.
+        name: Its name.
+        key_prefix: The public prefix of its key (finds it by key).
+        key_hash: The HMAC of its key (never shown).
+        active: False once deactivated: its key stops working.
+        quotas: Its limits (unset: unlimited).
+        created_at: When it was registered.
+        updated_at: When it last changed.
+    """
+
+    id: ObjectId
+    name: str
+    key_prefix: str
+    key_hash: str
+    active: bool
+    quotas: Quotas
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the client appears in ``_metadata``."""
+        return f"client:{self.id}"
+
+    @classmethod
+    def from_doc(cls, doc: Document) -> Client:
+        """Read a stored client."""
+        metadata = doc.get("_metadata") or {}
+        return cls(
+            id=doc["_id"],
+            name=doc["name"],
+            key_prefix=doc["keyPrefix"],
+            key_hash=doc["keyHash"],
+            active=bool(doc["active"]),
+            quotas=Quotas.model_validate(doc.get("quotas") or {}),
+            created_at=metadata.get("createdAt"),
+            updated_at=metadata.get("updatedAt"),
+        )
+
+    def to_doc(self) -> Document:
+        """Its stored fields (``_metadata`` is the store's to write)."""
+        return {
+            "_id": self.id,
+            "name": self.name,
+            "keyPrefix": self.key_prefix,
+            "keyHash": self.key_hash,
+            "active": self.active,
+            "quotas": self.quotas.model_dump(by_alias=True),
+        }
+
+
 class ClientService:
     """Create, find, authenticate, rotate and deactivate clients."""
 
@@ -44,45 +102,47 @@ class ClientService:
 
     async def create(
         self, name: str, quotas: Quotas | None, *, actor: str
-    ) -> tuple[Document, IssuedKey]:
+    ) -> tuple[Client, IssuedKey]:
         """Register a client and issue its first key.
 
         Returns:
             The stored client and the key (to show once).
         """
         issued = generate_client_key()
-        document = await self._docs.create(
-            {
-                "name": name,
-                "keyPrefix": issued.prefix,
-                "keyHash": hash_key(issued.key, self._pepper),
-                "active": True,
-                "quotas": (quotas or Quotas()).model_dump(by_alias=True),
-            },
-            actor=actor,
+        fresh = Client(
+            id=ObjectId(),
+            name=name,
+            key_prefix=issued.prefix,
+            key_hash=hash_key(issued.key, self._pepper),
+            active=True,
+            quotas=quotas or Quotas(),
         )
+        document = await self._docs.create(fresh.to_doc(), actor=actor)
         business.log_operation(
             "clients", "create", client_id=str(document["_id"])
         )
-        return document, issued
+        return Client.from_doc(document), issued
 
-    async def list(self, *, limit: int, skip: int) -> list[Document]:
+    async def list(self, *, limit: int, skip: int) -> list[Client]:
         """Live clients, newest first."""
-        return await self._docs.read(
+        documents = await self._docs.read(
             {}, sort=[("_id", -1)], limit=limit, skip=skip
         )
+        return [Client.from_doc(d) for d in documents]
 
-    async def get(self, client_id: str) -> Document:
+    async def get(self, client_id: str) -> Client:
         """A live client by id.
 
         Raises:
             NotFound: No such client.
         """
-        return await self._docs.get(client_id, resource="client")
+        return Client.from_doc(
+            await self._docs.get(client_id, resource="client")
+        )
 
     async def update_quotas(
         self, client_id: str, quotas: Quotas, *, actor: str
-    ) -> Document:
+    ) -> Client:
         """Replace a client's quotas."""
         object_id = parse_object_id(client_id, "client")
         document = await self._docs.update(
@@ -92,11 +152,11 @@ class ClientService:
         )
         if document is None:
             raise NotFound("client", client_id)
-        return document
+        return Client.from_doc(document)
 
     async def rotate_key(
         self, client_id: str, *, actor: str
-    ) -> tuple[Document, IssuedKey]:
+    ) -> tuple[Client, IssuedKey]:
         """Replace a client's key; the old one stops working at once."""
         object_id = parse_object_id(client_id, "client")
         issued = generate_client_key()
@@ -111,7 +171,7 @@ class ClientService:
         if document is None:
             raise NotFound("client", client_id)
         business.log_operation("clients", "rotate_key", client_id=client_id)
-        return document, issued
+        return Client.from_doc(document), issued
 
     async def deactivate(self, client_id: str, *, actor: str) -> None:
         """Deactivate and soft-delete a client; its key stops working."""
@@ -126,7 +186,7 @@ class ClientService:
 
     async def authenticate(
         self, key: str, client_id: str | None = None
-    ) -> Document:
+    ) -> Client:
         """Find the active client a key belongs to.
 
         Args:
@@ -146,10 +206,11 @@ class ClientService:
                 query = {"_id": ObjectId(client_id)}
         elif prefix is not None:
             query = {"keyPrefix": prefix}
-        client = await self._docs.find_one(query) if query else None
-        stored = client.get("keyHash") if client else None
+        document = await self._docs.find_one(query) if query else None
+        client = Client.from_doc(document) if document else None
+        stored = client.key_hash if client else None
         if not verify_key(key, stored, self._pepper) or not (
-            client and client.get("active")
+            client and client.active
         ):
             raise Unauthorized("invalid client credentials")
         return client

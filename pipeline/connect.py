@@ -42,7 +42,7 @@ def join_ray(settings: Settings) -> None:
     """Join ``RAY_ADDRESS``, or the local service's cluster."""
     import ray
 
-    from pipeline.ray_runtime import init_local_ray
+    from pipeline.cluster.runtime import init_local_ray
 
     if ray.is_initialized():
         return

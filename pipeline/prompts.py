@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from pipeline.errors import Conflict, NotFound
 from pipeline.logging import BusinessLogger
 from pipeline.store import Store, parse_object_id
-from pipeline.store.documents import Document, utcnow
+from pipeline.store.document_collection import Document, utcnow
 from pipeline.templates import placeholders
 
 business = BusinessLogger()

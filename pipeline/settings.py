@@ -18,8 +18,6 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from pipeline.jobs.item_ids import MAX_ITEMS_PER_JOB
-
 Environment = Literal["development", "production", "test"]
 
 #: Secrets that production must be given and development may generate.
@@ -33,6 +31,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Where development state (generated secrets, the embedded database)
 #: lives, relative to the working directory unless METASYNC_HOME is set.
 DEFAULT_STATE_DIR = ".metasync"
+
+#: Bytes at the end of an item id that hold the item's seq (the layout is
+#: :mod:`pipeline.jobs.item_ids`). They bound ``MAX_ITEMS_PER_JOB``, which
+#: every process checks when it reads its settings, so the width lives
+#: here, below the jobs package.
+ITEM_SEQ_BYTES = 3
+#: The most items a job's ids can number: the largest MAX_ITEMS_PER_JOB.
+ITEM_ID_CAPACITY = 1 << (8 * ITEM_SEQ_BYTES)
 
 
 class SettingsError(ValueError):
@@ -168,9 +174,9 @@ class Settings:
                 raise SettingsError(name, f"must be positive, not {value}")
         if self.max_items_per_batch > 1000:
             raise SettingsError("MAX_ITEMS_PER_BATCH", "must be at most 1000")
-        if self.max_items_per_job > MAX_ITEMS_PER_JOB:
+        if self.max_items_per_job > ITEM_ID_CAPACITY:
             raise SettingsError(
-                "MAX_ITEMS_PER_JOB", f"must be at most {MAX_ITEMS_PER_JOB}"
+                "MAX_ITEMS_PER_JOB", f"must be at most {ITEM_ID_CAPACITY}"
             )
         if self.is_production:
             for name in SECRET_VARIABLES:

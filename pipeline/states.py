@@ -1,9 +1,17 @@
 """States of items and jobs, and who may move them where.
 
 The allowed transitions are data: one table per resource and actor.
-Every status change in the code is checked against these tables (or
-guarded in the database by :func:`sources`), so an illegal change is a
-409 naming the current status.
+
+* Jobs: a caller's change is guarded in the database by :func:`sources`
+  (the check and the change are one update), so an illegal change is a
+  409 naming the current status. The system never sets a job's status:
+  it is derived from the counts.
+* Items: clients and admins act on jobs; workers change the items, on
+  their behalf for a cancel or a requeue. Every item change a worker
+  writes is checked against :data:`ITEM_TRANSITIONS` where it is written
+  (claims in ``ItemStore.claim``, everything else in
+  :mod:`pipeline.worker.journal`), and each write's filter requires the
+  source status, so the database applies it only from there.
 """
 
 from __future__ import annotations

@@ -24,12 +24,12 @@ from serve_app.middleware import (
 from serve_app.routes import (
     admin_clients,
     admin_jobs,
+    catalog,
     chat,
     datasets,
     docs,
     health,
     jobs,
-    models,
     prompts,
     runs,
 )
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (
         health,
         admin_clients,
-        models,
+        catalog,
         prompts,
         jobs,
         admin_jobs,

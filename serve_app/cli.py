@@ -17,9 +17,8 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
 
-from pipeline.clients import ClientService, Quotas
+from pipeline.clients import Client, ClientService, Quotas
 from pipeline.logging import configure_logging
 from pipeline.security import IssuedKey
 from pipeline.settings import Settings, SettingsError
@@ -192,7 +191,7 @@ def _create_client(settings: Settings, args: argparse.Namespace) -> int:
             requests_per_minute=args.requests_per_minute,
             budget=args.budget,
         )
-        document, issued = asyncio.run(
+        client, issued = asyncio.run(
             _register(settings, uri, args.name, quotas)
         )
     finally:
@@ -200,8 +199,8 @@ def _create_client(settings: Settings, args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
-                "clientId": str(document["_id"]),
-                "name": document["name"],
+                "clientId": str(client.id),
+                "name": client.name,
                 "apiKey": issued.key,
                 "note": "the key is shown once; store it now",
             },
@@ -213,7 +212,7 @@ def _create_client(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _register(
     settings: Settings, uri: str, name: str, quotas: Quotas
-) -> tuple[dict[str, Any], IssuedKey]:
+) -> tuple[Client, IssuedKey]:
     store = Store(
         create_mongo_client(uri, app_name="metasync-cli"), settings.db_name
     )

@@ -14,6 +14,8 @@ from optimizer.actor import optimizer_handle
 from optimizer.service import RunService
 from pipeline.catalog import ModelCatalog, ModelSpec, load_seed
 from pipeline.clients import ClientService
+from pipeline.cluster.handles import WorkerHandles
+from pipeline.cluster.supervisor import WorkerSupervisor
 from pipeline.jobs.service import JobService
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.logging import get_logger
@@ -21,8 +23,6 @@ from pipeline.prompts import PromptService
 from pipeline.quotas import RequestRateGate
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.worker.handles import WorkerHandles
-from pipeline.worker.supervisor import WorkerSupervisor
 
 log = get_logger(__name__)
 

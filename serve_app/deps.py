@@ -6,10 +6,8 @@ Routes declare what they need with the ``Annotated`` aliases below
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-from bson import ObjectId
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import (
     APIKeyHeader,
@@ -19,6 +17,7 @@ from fastapi.security import (
     HTTPBearer,
 )
 
+from pipeline.clients import Client
 from pipeline.errors import Unauthorized
 from pipeline.logging import bind_context, redactor
 from pipeline.security import admin_key_matches
@@ -68,20 +67,6 @@ ClientIdHeader = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class ClientIdentity:
-    """The authenticated client of a request."""
-
-    id: ObjectId
-    name: str
-    quotas: dict[str, Any]
-
-    @property
-    def actor(self) -> str:
-        """How the client appears in ``_metadata``."""
-        return f"client:{self.id}"
-
-
 def _check_admin(context: AppContext, key: str | None) -> bool:
     redactor.register(key)
     expected = context.settings.admin_api_key.get_secret_value()
@@ -116,17 +101,14 @@ async def _authenticate_client(
     client_id: str | None,
     client_key: str | None,
     bearer: HTTPAuthorizationCredentials | None,
-) -> ClientIdentity | None:
+) -> Client | None:
     key = client_key if client_key is not None else None
     if key is None and bearer is not None:
         key = bearer.credentials
     if key is None:
         return None
     redactor.register(key)
-    client = await context.clients.authenticate(key, client_id)
-    return ClientIdentity(
-        id=client["_id"], name=client["name"], quotas=client["quotas"]
-    )
+    return await context.clients.authenticate(key, client_id)
 
 
 async def require_client(
@@ -136,7 +118,7 @@ async def require_client(
     bearer: Annotated[
         HTTPAuthorizationCredentials | None, Security(_bearer)
     ] = None,
-) -> ClientIdentity:
+) -> Client:
     """Client auth: ``X-Client-Id`` + ``X-Client-Key``, or a Bearer key.
 
     Also enforces the client's requests-per-minute quota.
@@ -157,7 +139,7 @@ async def require_client(
         )
     bind_context(client_id=str(identity.id))
     context.rate_gate.admit(
-        str(identity.id), identity.quotas.get("requestsPerMinute")
+        str(identity.id), identity.quotas.requests_per_minute
     )
     return identity
 
@@ -169,7 +151,7 @@ async def optional_client(
     bearer: Annotated[
         HTTPAuthorizationCredentials | None, Security(_bearer)
     ] = None,
-) -> ClientIdentity | None:
+) -> Client | None:
     """Client auth that yields None instead of failing."""
     try:
         return await _authenticate_client(
@@ -207,6 +189,6 @@ def require_docs_user(
 
 AdminKey = Annotated[str, Depends(require_admin)]
 OptionalAdmin = Annotated[str | None, Depends(optional_admin)]
-CurrentClient = Annotated[ClientIdentity, Depends(require_client)]
-OptionalClient = Annotated[ClientIdentity | None, Depends(optional_client)]
+CurrentClient = Annotated[Client, Depends(require_client)]
+OptionalClient = Annotated[Client | None, Depends(optional_client)]
 DocsUser = Annotated[None, Depends(require_docs_user)]

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from pipeline.cluster.runtime import init_local_ray
 from pipeline.logging import get_logger
-from pipeline.ray_runtime import init_local_ray
 from pipeline.settings import SECRET_VARIABLES, Settings
 from serve_app.local_services import FakeProviderProcess, LocalDatabase
 

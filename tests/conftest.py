@@ -92,7 +92,7 @@ def ray_cluster(
 ) -> Iterator[None]:
     import ray
 
-    from pipeline.ray_runtime import init_local_ray
+    from pipeline.cluster.runtime import init_local_ray
 
     # Worker and replica logs stay in the Ray session directory (see
     # test_log_redaction), not on the test output.

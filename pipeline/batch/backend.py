@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.validation import ItemSpec
 from pipeline.states import Status
 

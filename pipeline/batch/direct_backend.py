@@ -15,18 +15,18 @@ from bson import ObjectId
 
 from pipeline.batch.backend import PromptInfo, ResultItem
 from pipeline.catalog import ModelCatalog
-from pipeline.clients import ClientService
+from pipeline.clients import Client, ClientService
+from pipeline.cluster.handles import WorkerHandles
 from pipeline.errors import InvalidTransition
-from pipeline.jobs.documents import JobOptions, job_summary
 from pipeline.jobs.service import JobService
+from pipeline.jobs.shapes import JobOptions, job_summary
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.states import Actor, Status
 from pipeline.store import Store, create_mongo_client
-from pipeline.store.documents import Document
-from pipeline.worker.handles import WorkerHandles
+from pipeline.store.document_collection import Document
 
 
 class DirectBackend:
@@ -36,7 +36,7 @@ class DirectBackend:
         self,
         settings: Settings,
         store: Store,
-        client: Document,
+        client: Client,
         workers: WorkerHandles,
     ) -> None:
         self._settings = settings
@@ -88,8 +88,7 @@ class DirectBackend:
 
     @property
     def _client_id(self) -> ObjectId:
-        client_id: ObjectId = self._client["_id"]
-        return client_id
+        return self._client.id
 
     async def model_names(self) -> set[str]:
         """Names of the active models of the catalog."""
@@ -111,9 +110,7 @@ class DirectBackend:
     async def submit(self, items: list[ItemSpec], options: JobOptions) -> str:
         """Store a job as ``POST /jobs`` does, and wake its workers."""
         job, created = await self._submitter.submit(
-            {"id": self._client_id, "quotas": self._client.get("quotas")},
-            items,
-            options,
+            self._client.id, self._client.quotas, items, options
         )
         if created:
             self._workers.notify_job(job["providers"], job_summary(job))

@@ -64,7 +64,7 @@ from pipeline.errors import (
     Unavailable,
     ValidationFailed,
 )
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.validation import ItemSpec
 from pipeline.states import Status
 

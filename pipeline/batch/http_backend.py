@@ -27,7 +27,7 @@ from pipeline.errors import (
     Unavailable,
     ValidationFailed,
 )
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.validation import ItemSpec
 
 #: Seconds one request may take; a job of many items is inserted by

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.batch.backend import ResultItem
 from pipeline.batch.chunks import Chunk
 from pipeline.batch.errors import BatchError
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 from pipeline.states import Status
 
 STATE_VERSION = 1

@@ -17,7 +17,7 @@ re-derives its status:
   be above zero), FAILED when all failed.
 
 ``active`` says whether the job still has unfinished items or counter
-updates in flight (journal entries, see :mod:`pipeline.worker.item_store`);
+updates in flight (journal entries, see :mod:`pipeline.worker.journal`);
 workers poll active jobs only, so an entry a dead writer left is always
 found and settled, even when the items it moves were counted final.
 """
@@ -168,7 +168,7 @@ def update_pipeline(
     Args:
         delta: Changes to the stored aggregates.
         journal_add: A journal entry to record with them (see
-            :mod:`pipeline.worker.item_store`).
+            :mod:`pipeline.worker.journal`).
         journal_drop: Batch ids of journal entries to remove.
 
     Returns:

@@ -18,14 +18,13 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 
 from pipeline.errors import Conflict, InvalidTransition, NotFound
-from pipeline.jobs.item_ids import item_ids
+from pipeline.jobs.item_ids import WINDOW_ITEMS, item_ids
 from pipeline.logging import BusinessLogger
 from pipeline.states import JOB_TRANSITIONS, Actor, Status, sources
 from pipeline.store import Store, parse_object_id
 from pipeline.store.by_id import find_by_ids
 from pipeline.store.database import LEASED
-from pipeline.store.documents import Document, not_deleted, utcnow
-from pipeline.worker.backlog import WINDOW_ITEMS
+from pipeline.store.document_collection import Document, not_deleted, utcnow
 
 S = Status
 business = BusinessLogger()

@@ -13,15 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from pipeline.catalog import ModelCatalog
+from pipeline.clients import Quotas
 from pipeline.errors import Conflict, PayloadTooLarge, QuotaExceeded
-from pipeline.jobs.documents import JobOptions, new_item, new_job
 from pipeline.jobs.item_ids import item_ids, new_item_base
+from pipeline.jobs.shapes import JobOptions, new_item, new_job
 from pipeline.jobs.validation import ItemSpec, validate_items
 from pipeline.logging import BusinessLogger, get_logger
 from pipeline.prompts import PromptService
@@ -29,7 +29,7 @@ from pipeline.settings import Settings
 from pipeline.spending import client_spend
 from pipeline.store import Store, safe_operation
 from pipeline.store.by_id import delete_by_ids
-from pipeline.store.documents import (
+from pipeline.store.document_collection import (
     Document,
     new_metadata,
     not_deleted,
@@ -77,14 +77,16 @@ class JobSubmitter:
 
     async def submit(
         self,
-        client: dict[str, Any],
+        client_id: ObjectId,
+        quotas: Quotas,
         items: list[ItemSpec],
         options: JobOptions,
     ) -> tuple[Document, bool]:
         """Store a job, or find the one its idempotency key made.
 
         Args:
-            client: The authenticated client (``id``, ``quotas``).
+            client_id: The authenticated client.
+            quotas: Its quotas.
             items: The items, shape-checked.
             options: Job options.
 
@@ -98,7 +100,6 @@ class JobSubmitter:
             QuotaExceeded: Over the pending-items quota or the budget.
             Conflict: The idempotency key was used for another body.
         """
-        client_id: ObjectId = client["id"]
         limit = self._settings.max_items_per_job
         if len(items) > limit:
             raise PayloadTooLarge(
@@ -113,9 +114,7 @@ class JobSubmitter:
         batch = await validate_items(
             client_id, items, self._catalog, self._prompts
         )
-        await self._check_quotas(
-            client_id, client.get("quotas") or {}, len(items)
-        )
+        await self._check_quotas(client_id, quotas, len(items))
 
         job_id, item_base = ObjectId(), new_item_base()
         job = new_job(
@@ -192,10 +191,10 @@ class JobSubmitter:
         return job
 
     async def _check_quotas(
-        self, client_id: ObjectId, quotas: dict[str, Any], new_items: int
+        self, client_id: ObjectId, quotas: Quotas, new_items: int
     ) -> None:
-        max_pending = quotas.get("maxPendingItems")
-        budget = quotas.get("budget")
+        max_pending = quotas.max_pending_items
+        budget = quotas.budget
         if max_pending is not None:
             jobs = await self._jobs.find(
                 {"clientId": client_id},

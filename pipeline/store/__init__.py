@@ -1,7 +1,7 @@
 """MongoDB persistence: the connection, document helpers and indexes."""
 
 from pipeline.store.database import Store, create_mongo_client
-from pipeline.store.documents import (
+from pipeline.store.document_collection import (
     DocumentCollection,
     new_metadata,
     not_deleted,

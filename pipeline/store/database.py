@@ -15,7 +15,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from pipeline.store.documents import Document, DocumentCollection
+from pipeline.store.document_collection import Document, DocumentCollection
 from pipeline.store.retry import safe_operation
 
 #: Lower bound of every lease expiry: ``{"leaseExpiresAt": {"$gte":

@@ -9,7 +9,6 @@ of a driver exception.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,6 +20,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from pipeline.backoff import backoff_s
 from pipeline.errors import DatabaseUnavailable
 from pipeline.logging import get_logger
 
@@ -62,7 +62,8 @@ async def safe_operation(
     Args:
         operation: A coroutine factory, called once per attempt.
         attempts: Tries before giving up.
-        base_delay_s: First backoff delay; doubles per attempt, jittered.
+        base_delay_s: First backoff delay; doubles per attempt, jittered
+            by half of it either way.
         what: Short description for the log.
 
     Returns:
@@ -82,9 +83,11 @@ async def safe_operation(
                 raise DatabaseUnavailable(
                     "the database is unavailable; retry later"
                 ) from error
-            delay = base_delay_s * 2 ** (attempt - 1)
             log.warning(
                 "database_retry", what=what, attempt=attempt, error=str(error)
             )
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            # Between half and one and a half times the doubling delay.
+            await asyncio.sleep(
+                backoff_s(attempt, 1.5 * base_delay_s, jitter=2 / 3)
+            )
     raise AssertionError("unreachable")

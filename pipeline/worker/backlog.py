@@ -1,11 +1,13 @@
-"""The worker's view of pending work: fair across clients, by priority.
+"""The worker's view of pending work: the jobs it tracks and their items.
 
-Per model, clients take turns (round-robin), so one client's million
-items cannot starve another client's ten; within a client, the job with
-the highest priority goes first, then the oldest. A job's items are read
-from the database a window at a time (:class:`JobTrack`), so memory stays
-bounded whatever the job's size. Items waiting for a retry sit in a heap
-until they are due, then go to the front of their job's queue.
+A job's items are read from the database a window at a time
+(:class:`JobTrack`, by computed ids: :mod:`pipeline.jobs.item_ids`), so
+memory stays bounded whatever the job's size. Ready items queue per job
+and model; they are taken in the order the worker's
+:class:`~pipeline.worker.scheduling.SchedulingPolicy` gives (by default
+clients take turns, then priority, then age). Items waiting for a retry
+sit in a heap until they are due, then go to the front of their job's
+queue. Each item is queued once, however often it is found.
 """
 
 from __future__ import annotations
@@ -13,17 +15,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
 
-#: Items per database window (one bounded range query on jobId+seq).
-WINDOW_ITEMS = 500
-
-#: Jobs per client that read windows ahead of claiming.
-READ_AHEAD_JOBS = 2
+from pipeline.jobs.item_ids import WINDOW_ITEMS
+from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
 
 Item = dict[str, Any]
 
@@ -44,6 +42,7 @@ class JobTrack:
         ready: Per model, items read and not yet claimed.
         canceled: The client canceled (or deleted) the job.
         canceling: A sweep canceling its pending items is running.
+        loading: A window read is running.
         requeues: The job's requeue generation already swept.
         started: Whether the job is known to have started.
     """
@@ -62,11 +61,6 @@ class JobTrack:
     canceling: bool = False
     requeues: int = 0
     started: bool = False
-
-    @property
-    def order(self) -> tuple[int, ObjectId]:
-        """Sort key within a client: priority desc, then oldest first."""
-        return (-self.priority, self.job_id)
 
     @property
     def fully_read(self) -> bool:
@@ -104,11 +98,18 @@ def window_range(window: int, total_items: int) -> tuple[int, int]:
 
 
 class Backlog:
-    """Pending items of one worker, organised for fair claiming."""
+    """Pending items of one worker, taken in its policy's order."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: SchedulingPolicy | None = None) -> None:
+        """Start empty.
+
+        Args:
+            policy: Orders the taking and the reading ahead
+                (:class:`~pipeline.worker.scheduling.DefaultScheduling`
+                by default).
+        """
+        self.policy = policy or DefaultScheduling()
         self.jobs: dict[ObjectId, JobTrack] = {}
-        self._turn: deque[ObjectId] = deque()  # clients in turn order
         self._retries: list[tuple[float, int, Item]] = []
         self._tie = itertools.count()
         # Ids of the items queued (ready or waiting for a retry). The
@@ -120,8 +121,6 @@ class Backlog:
     def add_job(self, track: JobTrack) -> None:
         """Track a job (replacing an older track of it)."""
         self.jobs[track.job_id] = track
-        if track.client_id not in self._turn:
-            self._turn.append(track.client_id)
 
     def drop_job(self, job_id: ObjectId) -> JobTrack | None:
         """Stop tracking a job (finished, canceled or deleted)."""
@@ -200,72 +199,27 @@ class Backlog:
         """Items of ``model`` ready to claim, over all jobs."""
         return sum(t.ready_count(model) for t in self.jobs.values())
 
-    def _client_jobs(self, client: ObjectId, model: str) -> Iterator[JobTrack]:
-        tracks = [
-            t
-            for t in self.jobs.values()
-            if t.client_id == client
-            and t.ready_count(model)
-            and not t.canceled
-        ]
-        return iter(sorted(tracks, key=lambda t: t.order))
-
     def take(self, model: str, limit: int) -> list[Item]:
-        """Up to ``limit`` items of ``model``, clients taking turns.
+        """Up to ``limit`` ready items of ``model``, in the policy's order.
 
-        Each client gives one item per turn from its best job (highest
-        priority, then oldest); the turn order rotates across calls so
-        nobody always goes first.
+        One item from each job the policy names in turn, until ``limit``
+        are taken or the policy names none.
         """
         taken: list[Item] = []
-        clients = [c for c in self._turn if self._has_ready(c, model)]
-        while len(taken) < limit and clients:
-            for client in list(clients):
-                best = next(self._client_jobs(client, model), None)
-                if best is None:
-                    clients.remove(client)
-                    continue
-                item = best.ready[model].popleft()
-                self._queued.discard(item["_id"])
-                taken.append(item)
-                if len(taken) >= limit:
-                    break
-        if self._turn:
-            self._turn.rotate(-1)
+        if limit <= 0:
+            return taken
+        for track in self.policy.take_order(list(self.jobs.values()), model):
+            item = track.ready[model].popleft()
+            self._queued.discard(item["_id"])
+            taken.append(item)
+            if len(taken) >= limit:
+                break
         return taken
 
-    def _has_ready(self, client: ObjectId, model: str) -> bool:
-        return any(
-            t.client_id == client and t.ready_count(model) and not t.canceled
-            for t in self.jobs.values()
-        )
-
     def jobs_to_read(self, low_water: int) -> list[JobTrack]:
-        """Jobs that should read their next window now.
+        """Jobs that should read their next window now (the policy's call).
 
-        Only each client's first :data:`READ_AHEAD_JOBS` jobs with work
-        left (in claiming order) read ahead, and only when fewer than
-        ``low_water`` of their items are waiting: memory stays bounded
-        however many jobs are active.
+        Args:
+            low_water: Ready items below which a job may read more.
         """
-        by_client: dict[ObjectId, list[JobTrack]] = {}
-        for track in self.jobs.values():
-            if track.canceled or (track.fully_read and not track.total_ready):
-                continue
-            by_client.setdefault(track.client_id, []).append(track)
-        wanted = []
-        for tracks in by_client.values():
-            tracks.sort(key=lambda t: t.order)
-            for track in tracks[:READ_AHEAD_JOBS]:
-                if (
-                    not track.loading
-                    and not track.fully_read
-                    and track.total_ready < low_water
-                ):
-                    wanted.append(track)
-        return wanted
-
-    def forget_clients_without_jobs(self) -> None:
-        """Drop clients that no longer have tracked jobs from the turn."""
-        active = {t.client_id for t in self.jobs.values()}
-        self._turn = deque(c for c in self._turn if c in active)
+        return self.policy.jobs_to_read(list(self.jobs.values()), low_water)

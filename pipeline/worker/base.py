@@ -19,13 +19,14 @@ from typing import Any
 from bson import ObjectId
 
 from pipeline.catalog import ModelCatalog
+from pipeline.jobs.shapes import JobSummary
 from pipeline.settings import Settings
 from pipeline.worker.backlog import Backlog, Item, JobTrack
 from pipeline.worker.item_store import ItemStore
 from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.models import ServedModel
 from pipeline.worker.retry import RetryPolicy
+from pipeline.worker.served_model import ServedModel
 from providers.base import Completion, CompletionRequest, LLMProvider
 
 #: Exchanges a worker's reports for its shares (the limits coordinator).
@@ -60,7 +61,7 @@ class WorkerBase(ABC):
         """Connect, recover and start the loops (idempotent)."""
 
     @abstractmethod
-    def _track(self, job: dict[str, Any]) -> None:
+    def _track(self, job: JobSummary) -> None:
         """Follow a job (new, canceled or requeued)."""
 
     @abstractmethod

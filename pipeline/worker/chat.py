@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from pipeline.worker.base import WorkerBase
-from pipeline.worker.models import ServedModel
 from pipeline.worker.requests import request_tokens
+from pipeline.worker.served_model import ServedModel
 from providers.base import (
     Completion,
     CompletionRequest,

@@ -4,8 +4,9 @@ One :class:`ProviderWorker` serves every model of one provider. Its
 loops, all on one asyncio event loop:
 
 * the scheduler starts calls for claimed items as each model's limiter
-  allows, claims more items (fairly, from the backlog) when its queue
-  runs low, and reads more job windows when the backlog runs low;
+  allows, claims more items from the backlog when its queue runs low,
+  and reads more job windows when the backlog runs low, in the order and
+  amounts its :class:`~pipeline.worker.scheduling.SchedulingPolicy` sets;
 * the poller, the lease keeper and the limits syncer
   (:mod:`pipeline.worker.polling`): the safety net that finds stranded
   work and takes back lost leases, the renewal of the leases of items
@@ -29,18 +30,20 @@ import random
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from bson import ObjectId
 
+from pipeline.backoff import backoff_s
 from pipeline.catalog import ModelCatalog
+from pipeline.jobs.shapes import JobSummary
 from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
-from pipeline.states import Status
+from pipeline.states import Actor, Status
 from pipeline.store import Store
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from pipeline.worker.backlog import (
     Backlog,
     Item,
@@ -53,12 +56,13 @@ from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.models import ServedModel
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.requests import cache_key, estimate_tokens, item_request
 from pipeline.worker.retry import RetryPolicy, error_record
+from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
+from pipeline.worker.served_model import ServedModel
 from pipeline.worker.writer import ResultWriter
 from providers.base import Completion, CompletionRequest, LLMProvider
 from providers.errors import RateLimitError
@@ -67,6 +71,11 @@ S = Status
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+#: Seconds before a failed database step is tried again (then doubling).
+STEP_BACKOFF_S = 0.2
+#: The longest wait between tries of a database step.
+STEP_MAX_BACKOFF_S = 5.0
 
 
 class ProviderWorker(ChatMixin, PollingMixin):
@@ -80,8 +89,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
         sync_limits: SyncLimits,
         *,
         store: Store | None = None,
-        export_metrics: bool = False,
+        metrics_exporters: Mapping[str, Any] | None = None,
         retry_policy: RetryPolicy | None = None,
+        scheduling: SchedulingPolicy | None = None,
         seed: int | None = None,
     ) -> None:
         self.provider_name = provider
@@ -95,10 +105,11 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._store = store
         self._retry = retry_policy or RetryPolicy()
         self._rng = random.Random(seed)
-        self.metrics = WorkerMetrics(provider, export=export_metrics)
+        self.metrics = WorkerMetrics(provider, metrics_exporters)
         self.models: dict[str, ServedModel] = {}
         self.limiters: dict[str, ModelLimiter] = {}
-        self.backlog = Backlog()
+        self.scheduling = scheduling or DefaultScheduling()
+        self.backlog = Backlog(self.scheduling)
         self.waiting: dict[str, deque[Item]] = defaultdict(deque)
         self._claiming: set[str] = set()
         self.held: dict[ObjectId, Item] = {}
@@ -177,14 +188,19 @@ class ProviderWorker(ChatMixin, PollingMixin):
     # -- notifications -------------------------------------------------
 
     async def notify_job(self, job: dict[str, Any]) -> None:
-        """A job was submitted or changed: look at it now."""
+        """A job was submitted or changed: look at it now.
+
+        Args:
+            job: Its summary (:meth:`JobSummary.to_doc`).
+        """
         await self.start()
-        if set(job.get("models", [])) - set(self.models):
+        summary = JobSummary.from_doc(job)
+        if set(summary.models) - set(self.models):
             # A model added since the last poll: learn it before reading
             # the job's items, or they would be skipped as not ours.
             await self._refresh_models()
             await self._sync_once()
-        self._track(job)
+        self._track(summary)
         self._wake.set()
 
     async def ping(self) -> dict[str, Any]:
@@ -213,38 +229,34 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     # -- jobs and windows ----------------------------------------------
 
-    def _track(self, job: dict[str, Any]) -> None:
-        job_id = job["_id"]
-        deleted = (job.get("_metadata") or {}).get("isDeleted", False)
-        canceled = job.get("status") == S.CANCELED or deleted
-        if self.provider_name not in job.get(
-            "providers", [self.provider_name]
+    def _track(self, job: JobSummary) -> None:
+        if job.providers is not None and self.provider_name not in (
+            job.providers
         ):
             return
-        track = self.backlog.jobs.get(job_id)
+        track = self.backlog.jobs.get(job.id)
         if track is None:
-            started = job.get("startedAt") is not None
             track = JobTrack(
-                job_id=job_id,
-                client_id=job["clientId"],
-                priority=job.get("priority", 0),
-                total_items=job["totalItems"],
-                item_base=job["itemBase"],
-                max_attempts=job.get("maxAttempts", 3),
-                cache=job.get("cache", False),
+                job_id=job.id,
+                client_id=job.client_id,
+                priority=job.priority,
+                total_items=job.total_items,
+                item_base=job.item_base,
+                max_attempts=job.max_attempts,
+                cache=job.cache,
                 windows=owned_windows(
-                    job_id, job["totalItems"], self.replica, self.replicas
+                    job.id, job.total_items, self.replica, self.replicas
                 ),
-                started=started,
+                started=job.started_at is not None,
             )
             self.backlog.add_job(track)
+        canceled = job.status == S.CANCELED or job.deleted
         if canceled and not track.canceled:
             track.canceled = True
             self._cancel_pending(track)
-        requeues = job.get("requeues", 0)
-        if requeues > track.requeues:
-            track.requeues = requeues
-            self._spawn(self._sweep(track, S.FAILED, S.PENDING, requeues))
+        if job.requeues > track.requeues:
+            track.requeues = job.requeues
+            self._spawn(self._sweep(track, S.FAILED, S.PENDING, job.requeues))
 
     async def _read_window(self, track: JobTrack) -> None:
         window = track.windows[0]
@@ -354,7 +366,12 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     )
                 ]
                 moved = await self._items.move(
-                    candidates, source, target, extra
+                    candidates,
+                    source,
+                    target,
+                    extra,
+                    # A requeue is the admin's order, carried out here.
+                    Actor.ADMIN if target == S.PENDING else Actor.SYSTEM,
                 )
                 moved_total += len(moved)
                 if target == S.PENDING:
@@ -416,7 +433,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
         limiter = self.limiters[name]
         waiting = self.waiting[name]
         wait_s = 1.0
-        while waiting and not self._chat_waiters[name]:
+        while waiting and self.scheduling.batch_may_start(
+            self._chat_waiters[name]
+        ):
             item = waiting[0]
             tokens = self._estimate(item)
             delay = limiter.start_delay(tokens)
@@ -427,16 +446,11 @@ class ProviderWorker(ChatMixin, PollingMixin):
             limiter.try_start(tokens)
             waiting.popleft()
             self._spawn(self._run(model, item, tokens))
-        # Keep up to two rounds of work claimed, so slots never wait for
-        # a claim to come back from the database.
-        capacity = max(1, limiter.capacity)
-        if (
-            name not in self._claiming
-            and len(waiting) < capacity
-            and limiter.share.concurrency > 0
-        ):
-            amount = min(
-                self.settings.max_items_per_batch, 2 * capacity - len(waiting)
+        if name not in self._claiming and limiter.share.concurrency > 0:
+            amount = self.scheduling.claim_size(
+                len(waiting),
+                limiter.capacity,
+                self.settings.max_items_per_batch,
             )
             candidates = self.backlog.take(name, amount)
             if candidates:
@@ -513,14 +527,18 @@ class ProviderWorker(ChatMixin, PollingMixin):
         The database may be briefly gone; claimed items wait meanwhile,
         under their lease.
         """
-        delay = 0.2
+        failures = 0
         while True:
             try:
                 return await operation()
             except Exception as error:
+                failures += 1
                 log.warning("database_step_retry", step=what, error=str(error))
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+                await asyncio.sleep(
+                    backoff_s(
+                        failures, STEP_BACKOFF_S, cap_s=STEP_MAX_BACKOFF_S
+                    )
+                )
 
     async def _mark_started(self, items: list[Item]) -> None:
         """Record the first claim of each job (its status: PROCESSING)."""

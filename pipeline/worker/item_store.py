@@ -1,23 +1,13 @@
 """The worker's database operations on items and their jobs' counters.
 
-Shaped for the local SecantusDB as much as for MongoDB (see
-``shared/LOCAL-DB.md``): items are read a window at a time by their
-computed ids (:mod:`pipeline.jobs.item_ids`) and filtered here; every
-write is batched and addressed by ``_id``.
+Shaped for the embedded SecantusDB as much as for MongoDB (it serves
+``_id`` lookups fast and pays for every secondary index): items are read
+a window at a time by their computed ids (:mod:`pipeline.jobs.item_ids`)
+and filtered here; every write is batched and addressed by ``_id``.
 
-Counters without transactions. Only changes into or out of a final
-status touch a job (:mod:`pipeline.jobs.aggregation`). Such a batch is
-written in three steps: one update per job records a journal entry
-(batch id, writer, item ids and moves); then the items are written, each
-stamped with the batch id and guarded by its lease; then one update per
-job applies the counts and usage of the items that were written and
-removes the entry, guarded by the entry. So a job never counts an item
-that is not written yet: its counts, and the items under a lease, add
-up to its items at every moment. If the writer dies between the steps,
-its successor settles the entry from what the items show (the stamped
-ones are counted). No multi-document transaction is needed, so writers
-never conflict on a busy job document, and any MongoDB (standalone
-included) will do.
+Writes that move a job's counters go through the lane's
+:class:`~pipeline.worker.journal.Journal`, which keeps the counts and the
+items in step without a transaction.
 """
 
 from __future__ import annotations
@@ -32,24 +22,18 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from pipeline.jobs.aggregation import (
-    FINAL_COUNTED,
-    JobDelta,
-    started_pipeline,
-    update_pipeline,
-)
-from pipeline.jobs.documents import SUMMARY_FIELDS
+from pipeline.jobs.aggregation import FINAL_COUNTED, started_pipeline
 from pipeline.jobs.item_ids import item_ids
-from pipeline.logging import get_logger
-from pipeline.states import Status
+from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS, SUMMARY_FIELDS
+from pipeline.states import ITEM_TRANSITIONS, Actor, Status, check
 from pipeline.store import Store
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
 from pipeline.store.database import LEASED
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
+from pipeline.worker.journal import Change, Journal
 
 S = Status
 Item = dict[str, Any]
-log = get_logger(__name__)
 
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
@@ -114,42 +98,35 @@ class WriteReport:
     seconds: float = 0.0
 
 
-@dataclass
-class _Change:
-    """One item write of a journaled batch."""
-
-    item: Item
-    target: Status
-    filter: dict[str, Any]
-    update: dict[str, Any]
-    source: Status = S.PROCESSING
-    usage: tuple[int, int, float] = (0, 0, 0.0)
-
-    @property
-    def counted(self) -> bool:
-        return self.target in FINAL_COUNTED or self.source in FINAL_COUNTED
-
-
 class ItemStore:
     """Reads, claims and finishes items for one worker (one *lane*)."""
 
     def __init__(self, store: Store, lane: str) -> None:
-        self.items = store.raw("items")
-        self.jobs = store.raw("jobs")
         self.prompt_versions = store.raw("prompt_versions")
         self.cache = store.raw("result_cache")
         self.lane = lane
-        # Batches whose write failed after their journal entries may
-        # have been recorded: settled (like a dead writer's) before the
-        # next write, unless their writer holds them to try again.
-        self._uncertain: dict[str, dict[ObjectId, list[list[Any]]]] = {}
-        # Uncertain batches their writer will try again (see finish):
-        # settling one under its writer would race with the retry.
-        self._held: set[str] = set()
-        # Batches whose entries are known to be recorded: a retry must
-        # not record them again (the counts may be applied and the
-        # entries gone, and would be applied twice).
-        self._journaled: set[str] = set()
+        self.journal = Journal(store.raw("items"), store.raw("jobs"), lane)
+
+    # The journal writes through the same collections this store reads:
+    # one pair, swapped together (tests swap in failing ones).
+
+    @property
+    def items(self) -> Any:
+        """The items collection."""
+        return self.journal.items
+
+    @items.setter
+    def items(self, collection: Any) -> None:
+        self.journal.items = collection
+
+    @property
+    def jobs(self) -> Any:
+        """The jobs collection."""
+        return self.journal.jobs
+
+    @jobs.setter
+    def jobs(self, collection: Any) -> None:
+        self.journal.jobs = collection
 
     # -- reading -----------------------------------------------------
 
@@ -264,6 +241,7 @@ class ItemStore:
         items = list(unique.values())
         if not items:
             return []
+        check(ITEM_TRANSITIONS, "item", Actor.SYSTEM, S.PENDING, S.PROCESSING)
         now = utcnow()
         expires = now + timedelta(seconds=lease_s)
         ids = [item["_id"] for item in items]
@@ -364,7 +342,9 @@ class ItemStore:
         """
         began = time.monotonic()
         changes = [self._finish_change(o) for o in outcomes]
-        written = await self._write(changes, batch, held=batch is not None)
+        written = await self.journal.write(
+            changes, batch, held=batch is not None
+        )
         done = {id(c.item) for c in written}
         return WriteReport(
             written=[o for o in outcomes if id(o.item) in done],
@@ -372,7 +352,7 @@ class ItemStore:
             seconds=time.monotonic() - began,
         )
 
-    def _finish_change(self, outcome: Outcome) -> _Change:
+    def _finish_change(self, outcome: Outcome) -> Change:
         item = outcome.item
         fields: dict[str, Any] = {
             "status": outcome.status,
@@ -385,7 +365,7 @@ class ItemStore:
             fields["finishedAt"] = utcnow()
         if outcome.result is not None:
             fields["result"] = outcome.result
-        return _Change(
+        return Change(
             item=item,
             target=outcome.status,
             filter={
@@ -411,7 +391,9 @@ class ItemStore:
         now = utcnow()
         changes = []
         for item in items:
-            final = item.get("attempts", 0) >= item.get("maxAttempts", 1)
+            final = item.get("attempts", 0) >= item.get(
+                "maxAttempts", DEFAULT_MAX_ATTEMPTS
+            )
             fields: dict[str, Any] = {
                 "status": S.FAILED if final else S.PENDING,
                 "error": {
@@ -423,7 +405,7 @@ class ItemStore:
                 "finishedAt" if final else "nextAttemptAt": now,
             }
             changes.append(
-                _Change(
+                Change(
                     item=item,
                     target=S.FAILED if final else S.PENDING,
                     filter={
@@ -434,7 +416,7 @@ class ItemStore:
                     update={"$set": fields, "$unset": _UNSET_LEASE},
                 )
             )
-        written = await self._write(changes)
+        written = await self.journal.write(changes)
         return (
             [c.item for c in written if c.target == S.PENDING],
             [c.item for c in written if c.target == S.FAILED],
@@ -446,8 +428,16 @@ class ItemStore:
         source: Status,
         target: Status,
         extra: dict[str, Any] | None = None,
+        actor: Actor = Actor.SYSTEM,
     ) -> list[Item]:
         """Move items from ``source`` to ``target`` (cancel, requeue).
+
+        Args:
+            items: The items to move.
+            source: The status they must be in.
+            target: The status they move to.
+            extra: Other fields to set.
+            actor: On whose behalf (a requeue is an admin's).
 
         Returns:
             The items that were in ``source`` and moved.
@@ -456,172 +446,28 @@ class ItemStore:
         if target in FINAL_COUNTED:
             fields["finishedAt"] = utcnow()
         changes = [
-            _Change(
+            Change(
                 item=item,
                 target=target,
                 source=source,
                 filter={"_id": item["_id"], "status": source},
                 update={"$set": fields},
+                actor=actor,
             )
             for item in items
         ]
         moved: list[Item] = []
         for chunk in chunks(changes, MAX_IDS_PER_QUERY):
-            moved += [c.item for c in await self._write(list(chunk))]
+            written = await self.journal.write(list(chunk))
+            moved += [c.item for c in written]
         return moved
-
-    # -- the journaled write -------------------------------------------
-
-    async def _write(
-        self,
-        changes: list[_Change],
-        batch: str | None = None,
-        *,
-        held: bool = False,
-    ) -> list[_Change]:
-        """Apply item changes and then their counters (module docstring).
-
-        Safe to repeat with the same ``batch``: each entry is recorded
-        once, items written by an earlier try carry its stamp, and the
-        counts are applied once, with the removal of the entry. A try
-        that fails leaves the batch *uncertain*; unless ``held`` (its
-        caller tries it again), it is settled before the next write.
-
-        Returns:
-            The changes whose item write took effect.
-        """
-        if not changes:
-            return []
-        batch = batch or str(ObjectId())
-        await self._settle_uncertain()
-        counted = [c for c in changes if c.counted]
-        moves = self._journal_moves(counted)
-        try:
-            if moves and batch not in self._journaled:
-                await self._record(moves, batch)
-                self._journaled.add(batch)
-            ops = []
-            for change in changes:
-                update = {**change.update}
-                update["$set"] = {**update["$set"], "batch": batch}
-                ops.append(UpdateOne(change.filter, update))
-            result = await self.items.bulk_write(ops, ordered=False)
-            if result.modified_count == len(ops):
-                written = changes
-            else:
-                written = await self._stamped(changes, batch)
-            if moves:
-                await self._count(moves, written, batch)
-        except Exception:
-            if moves:
-                self._uncertain[batch] = moves
-                if held:
-                    self._held.add(batch)
-            raise
-        self._forget(batch)
-        return written
-
-    def _forget(self, batch: str) -> None:
-        """A batch is written or settled: nothing more to do for it."""
-        self._uncertain.pop(batch, None)
-        self._held.discard(batch)
-        self._journaled.discard(batch)
-
-    async def _record(
-        self, moves: dict[ObjectId, list[list[Any]]], batch: str
-    ) -> None:
-        """Record the batch's journal entry in each of its jobs."""
-        await self.jobs.bulk_write(
-            [
-                UpdateOne(
-                    # Once per batch, however often the write is tried.
-                    {"_id": job_id, "journal.b": {"$ne": batch}},
-                    update_pipeline(
-                        JobDelta(),
-                        journal_add={
-                            "b": batch,
-                            "lane": self.lane,
-                            "items": job_moves,
-                        },
-                    ),
-                )
-                for job_id, job_moves in moves.items()
-            ],
-            ordered=False,
-        )
-
-    async def _count(
-        self,
-        moves: dict[ObjectId, list[list[Any]]],
-        written: list[_Change],
-        batch: str,
-    ) -> None:
-        """Count the written items of a batch and remove its entries."""
-        done = {c.item["_id"] for c in written}
-        await self.jobs.bulk_write(
-            [
-                UpdateOne(
-                    # Only while the entry is there: once per batch.
-                    {"_id": job_id, "journal.b": batch},
-                    update_pipeline(
-                        _delta(m for m in job_moves if m[0] in done),
-                        journal_drop=[batch],
-                    ),
-                )
-                for job_id, job_moves in moves.items()
-            ],
-            ordered=False,
-        )
-
-    @staticmethod
-    def _journal_moves(
-        changes: list[_Change],
-    ) -> dict[ObjectId, list[list[Any]]]:
-        """Per job, what a journal entry records of each change."""
-        by_job: dict[ObjectId, list[list[Any]]] = defaultdict(list)
-        for change in changes:
-            by_job[change.item["jobId"]].append(
-                [
-                    change.item["_id"],
-                    change.source.value,
-                    change.target.value,
-                    *change.usage,
-                ]
-            )
-        return dict(by_job)
-
-    async def _stamped(
-        self, changes: list[_Change], batch: str
-    ) -> list[_Change]:
-        """Which changes took effect (after a partial batch)."""
-        stamped: set[ObjectId] = set()
-        for chunk in chunks(changes, MAX_IDS_PER_QUERY):
-            async for doc in self.items.find(
-                {"_id": {"$in": [c.item["_id"] for c in chunk]}},
-                {"batch": 1},
-            ):
-                if doc.get("batch") == batch:
-                    stamped.add(doc["_id"])
-        return [c for c in changes if c.item["_id"] in stamped]
-
-    async def _settle_uncertain(self) -> None:
-        """Settle this lane's uncertain batches that nobody retries."""
-        for batch in [b for b in self._uncertain if b not in self._held]:
-            moves_by_job = self._uncertain.get(batch)
-            if moves_by_job is None:
-                continue  # settled meanwhile by a concurrent write
-            for job_id, moves in moves_by_job.items():
-                await self._settle_entry(
-                    job_id, {"b": batch, "lane": self.lane, "items": moves}
-                )
-            self._forget(batch)
 
     async def tidy_journal(self) -> None:
         """Settle this lane's failed writes that nobody retries, now.
 
         Otherwise they wait for the lane's next write.
         """
-        await self._settle_uncertain()
+        await self.journal.settle_uncertain()
 
     async def recover_journal(
         self, job: dict[str, Any], lanes: Iterable[str]
@@ -631,52 +477,4 @@ class ItemStore:
         Returns:
             How many entries were settled.
         """
-        dead = set(lanes)
-        entries = [
-            e for e in job.get("journal") or [] if e.get("lane") in dead
-        ]
-        for entry in entries:
-            await self._settle_entry(job["_id"], entry)
-        return len(entries)
-
-    async def _settle_entry(
-        self, job_id: ObjectId, entry: dict[str, Any]
-    ) -> None:
-        """Count what an entry's items show written; remove the entry.
-
-        The items carry the batch id of the write that changed them, so
-        the counts and usage of the items written are applied and the
-        entry is removed, in one update guarded by the entry.
-        """
-        moves = entry.get("items") or []
-        stamped: set[ObjectId] = set()
-        for chunk in chunks([m[0] for m in moves], MAX_IDS_PER_QUERY):
-            async for doc in self.items.find(
-                {"_id": {"$in": list(chunk)}}, {"batch": 1}
-            ):
-                if doc.get("batch") == entry["b"]:
-                    stamped.add(doc["_id"])
-        await self.jobs.update_one(
-            {"_id": job_id, "journal.b": entry["b"]},
-            update_pipeline(
-                _delta(m for m in moves if m[0] in stamped),
-                journal_drop=[entry["b"]],
-            ),
-        )
-        log.warning(
-            "journal_settled",
-            job_id=str(job_id),
-            batch=entry["b"],
-            lane=entry.get("lane"),
-            items_written=len(stamped),
-            items_not_written=len(moves) - len(stamped),
-        )
-
-
-def _delta(moves: Iterable[list[Any]]) -> JobDelta:
-    """The counts and usage of journal moves."""
-    delta = JobDelta()
-    for _, source, target, tokens_in, tokens_out, cost in moves:
-        delta.move(Status(source), Status(target))
-        delta.add_usage(tokens_in, tokens_out, cost)
-    return delta
+        return await self.journal.recover(job, lanes)

@@ -1,22 +1,24 @@
-"""Worker metrics, exported through Ray's metrics API (the dashboard).
+"""Worker metrics, kept locally and exported through given exporters.
 
 Items by status, provider latency, tokens, retries, queue depth and
-event loop lag, per model. Counters are kept locally and pushed to Ray
-in batches (:meth:`WorkerMetrics.export`, twice a second), so the hot
-path pays a dictionary update, not a call into Ray, per item. Outside a
-Ray worker nothing is exported; :meth:`WorkerMetrics.snapshot` reports
-the local counters either way.
+event loop lag, per model. Counters are kept locally and pushed to the
+exporters in batches (:meth:`WorkerMetrics.export`, twice a second), so
+the hot path pays a dictionary update, not an exporter call, per item.
+A worker actor is given Ray's metrics
+(:func:`pipeline.cluster.metrics.ray_metrics`, the dashboard); without
+exporters nothing is exported, and :meth:`WorkerMetrics.snapshot`
+reports the local counters either way.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
-LATENCY_BOUNDARIES_MS = [50.0, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
-
-#: Local counter kinds and the Ray counter each is exported to.
-_EXPORTED = {
+#: Local counter kinds, and the name and label of the exported counter
+#: each goes to.
+EXPORTED_COUNTERS = {
     "items": ("metasync_items_total", "status"),
     "tokens": ("metasync_tokens_total", "direction"),
     "retries": ("metasync_retries_total", "error"),
@@ -26,17 +28,25 @@ _EXPORTED = {
 class WorkerMetrics:
     """Counters and gauges of one worker."""
 
-    def __init__(self, provider: str, *, export: bool) -> None:
+    def __init__(
+        self, provider: str, exporters: Mapping[str, Any] | None = None
+    ) -> None:
+        """Count for one provider's worker.
+
+        Args:
+            provider: The provider (a tag of everything exported).
+            exporters: Counters, histogram and gauges to export to, by
+                kind (see :func:`pipeline.cluster.metrics.ray_metrics`);
+                none by default.
+        """
         self.provider = provider
         self.counts: Counter[tuple[str, ...]] = Counter()
         self._unexported: Counter[tuple[str, ...]] = Counter()
-        self._ray: dict[str, Any] = {}
-        if export:
-            self._ray = _ray_metrics()
+        self._exporters: Mapping[str, Any] = exporters or {}
 
     def _count(self, key: tuple[str, ...], amount: int = 1) -> None:
         self.counts[key] += amount
-        if self._ray and key[0] in _EXPORTED:
+        if self._exporters and key[0] in EXPORTED_COUNTERS:
             self._unexported[key] += amount
 
     def item_finished(self, model: str, status: str) -> None:
@@ -53,8 +63,10 @@ class WorkerMetrics:
         """Record a successful provider call."""
         self._count(("tokens", model, "input"), input_tokens)
         self._count(("tokens", model, "output"), output_tokens)
-        if self._ray:
-            self._ray["latency"].observe(latency_ms, tags=self._tags(model))
+        if self._exporters:
+            self._exporters["latency"].observe(
+                latency_ms, tags=self._tags(model)
+            )
 
     def retried(self, model: str, error_type: str) -> None:
         """Count an attempt that will be retried."""
@@ -67,23 +79,25 @@ class WorkerMetrics:
 
     def gauges(self, model: str, queued: int, in_flight: int) -> None:
         """Set the queue depth and calls in flight of a model."""
-        if self._ray:
-            self._ray["queue"].set(queued, tags=self._tags(model))
-            self._ray["in_flight"].set(in_flight, tags=self._tags(model))
+        if self._exporters:
+            self._exporters["queue"].set(queued, tags=self._tags(model))
+            self._exporters["in_flight"].set(in_flight, tags=self._tags(model))
 
     def loop_lag(self, milliseconds: float) -> None:
         """Set the event loop lag gauge."""
-        if self._ray:
-            self._ray["loop_lag"].set(
+        if self._exporters:
+            self._exporters["loop_lag"].set(
                 milliseconds, tags={"provider": self.provider}
             )
 
     def export(self) -> None:
-        """Push the counters counted since the last export to Ray."""
+        """Push the counters counted since the last export."""
         pending, self._unexported = self._unexported, Counter()
         for (kind, model, label), amount in pending.items():
-            _, tag = _EXPORTED[kind]
-            self._ray[kind].inc(amount, tags=self._tags(model, **{tag: label}))
+            _, tag = EXPORTED_COUNTERS[kind]
+            self._exporters[kind].inc(
+                amount, tags=self._tags(model, **{tag: label})
+            )
 
     def snapshot(self) -> dict[str, int]:
         """The local counters, keyed ``kind:model:label``."""
@@ -91,37 +105,3 @@ class WorkerMetrics:
 
     def _tags(self, model: str, **extra: str) -> dict[str, str]:
         return {"provider": self.provider, "model": model, **extra}
-
-
-def _ray_metrics() -> dict[str, Any]:
-    from ray.util import metrics
-
-    tags = ("provider", "model")
-    exported: dict[str, Any] = {
-        kind: metrics.Counter(
-            name, f"Worker {kind} count.", tag_keys=(*tags, label)
-        )
-        for kind, (name, label) in _EXPORTED.items()
-    }
-    return {
-        **exported,
-        "latency": metrics.Histogram(
-            "metasync_provider_latency_ms",
-            "Provider call latency in milliseconds.",
-            boundaries=LATENCY_BOUNDARIES_MS,
-            tag_keys=tags,
-        ),
-        "queue": metrics.Gauge(
-            "metasync_queue_depth",
-            "Items known to a worker and not yet running.",
-            tag_keys=tags,
-        ),
-        "in_flight": metrics.Gauge(
-            "metasync_in_flight", "Provider calls running now.", tag_keys=tags
-        ),
-        "loop_lag": metrics.Gauge(
-            "metasync_worker_loop_lag_ms",
-            "How late the worker's event loop runs (moving average).",
-            tag_keys=("provider",),
-        ),
-    }

@@ -22,13 +22,15 @@ from bson import ObjectId
 
 from pipeline.catalog import Pricing
 from pipeline.jobs.aggregation import FINAL_COUNTED
+from pipeline.jobs.item_ids import WINDOW_ITEMS
+from pipeline.jobs.shapes import JobSummary
 from pipeline.logging import get_logger
 from pipeline.states import Status
-from pipeline.store.documents import utcnow
-from pipeline.worker.backlog import WINDOW_ITEMS, Item
+from pipeline.store.document_collection import utcnow
+from pipeline.worker.backlog import Item
 from pipeline.worker.base import WorkerBase
 from pipeline.worker.limits import ModelLimiter, Share
-from pipeline.worker.models import ServedModel
+from pipeline.worker.served_model import ServedModel
 from providers.errors import ProviderError
 
 S = Status
@@ -56,13 +58,12 @@ class PollingMixin(WorkerBase):
         active = {job["_id"] for job in jobs}
         for job in jobs:
             await self._recover_journal(job)
-            self._track(job)
+            self._track(JobSummary.from_doc(job))
             await self._sweep_canceled_again(job)
         await self._items.tidy_journal()
         for job_id in list(self.backlog.jobs):
             if job_id not in active and not self._has_work(job_id):
                 self.backlog.drop_job(job_id)
-        self.backlog.forget_clients_without_jobs()
         self._wake.set()
 
     def _has_work(self, job_id: ObjectId) -> bool:

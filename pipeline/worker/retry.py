@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pipeline.backoff import backoff_s
 from providers.errors import ProviderError
 
 
@@ -45,8 +46,13 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """The computed delay after the ``attempt``-th failure (1-based)."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-        return ceiling * (1 - self.jitter * rng.random())
+        return backoff_s(
+            attempt,
+            self.base_delay_s,
+            cap_s=self.max_delay_s,
+            jitter=self.jitter,
+            rng=rng,
+        )
 
     def decide(
         self,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from bson import ObjectId
 
+from pipeline.backoff import backoff_s
 from pipeline.logging import get_logger
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 
@@ -24,6 +25,8 @@ log = get_logger(__name__)
 FLUSH_ITEMS = 100
 #: Seconds an outcome may wait for companions before being written.
 FLUSH_INTERVAL_S = 0.2
+#: Seconds before the first retry of a failed write (then doubling).
+FIRST_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 
 
@@ -62,23 +65,26 @@ class ResultWriter:
 
     async def run(self) -> None:
         """Write batches until cancelled."""
-        backoff = 0.1
+        failures = 0
         while True:
             await self._arrived.wait()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._interval)
             try:
                 await self.flush()
-                backoff = 0.1
+                failures = 0
             except Exception as error:
+                failures += 1
+                delay = backoff_s(
+                    failures, FIRST_BACKOFF_S, cap_s=MAX_BACKOFF_S
+                )
                 log.warning(
                     "result_write_failed",
                     error=str(error),
                     pending=self.pending,
-                    retry_in_s=backoff,
+                    retry_in_s=delay,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                await asyncio.sleep(delay)
 
     async def flush(self) -> None:
         """Write everything buffered now (raises if the write fails)."""

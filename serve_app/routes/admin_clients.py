@@ -34,10 +34,10 @@ async def create_client(
     body: ClientCreate, context: Context, admin: AdminKey
 ) -> ClientWithKey:
     """Register a client. The key is in this response only: keep it."""
-    document, issued = await context.clients.create(
+    client, issued = await context.clients.create(
         body.name, body.quotas, actor=admin
     )
-    out = ClientOut.from_doc(document)
+    out = ClientOut.from_client(client)
     return ClientWithKey(**out.model_dump(), api_key=issued.key)
 
 
@@ -46,9 +46,9 @@ async def list_clients(
     context: Context, admin: AdminKey, limit: Limit = 100, offset: Offset = 0
 ) -> ClientList:
     """Active clients, newest first."""
-    documents = await context.clients.list(limit=limit, skip=offset)
+    clients = await context.clients.list(limit=limit, skip=offset)
     return ClientList(
-        items=[ClientOut.from_doc(d) for d in documents],
+        items=[ClientOut.from_client(c) for c in clients],
         limit=limit,
         offset=offset,
     )
@@ -59,7 +59,7 @@ async def get_client(
     client_id: str, context: Context, admin: AdminKey
 ) -> ClientOut:
     """One client (never its key)."""
-    return ClientOut.from_doc(await context.clients.get(client_id))
+    return ClientOut.from_client(await context.clients.get(client_id))
 
 
 @router.delete(
@@ -80,6 +80,6 @@ async def rotate_key(
     client_id: str, context: Context, admin: AdminKey
 ) -> ClientWithKey:
     """Issue a new key; the old one stops working at once."""
-    document, issued = await context.clients.rotate_key(client_id, actor=admin)
-    out = ClientOut.from_doc(document)
+    client, issued = await context.clients.rotate_key(client_id, actor=admin)
+    out = ClientOut.from_client(client)
     return ClientWithKey(**out.model_dump(), api_key=issued.key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from pipeline.jobs.documents import job_summary
+from pipeline.jobs.shapes import job_summary
 from serve_app.deps import AdminKey, Context
 from serve_app.schemas.common import error_responses
 from serve_app.schemas.jobs import RequeueOut

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from pipeline.jobs.documents import JobOptions, job_summary
+from pipeline.jobs.shapes import JobOptions, job_summary
 from pipeline.states import Actor, Status
 from serve_app.deps import Context, CurrentClient
 from serve_app.schemas.common import MAX_OFFSET, error_responses
@@ -54,7 +54,8 @@ async def submit_job(
     A repeated ``idempotencyKey`` returns the original job (200).
     """
     job, created = await context.submitter.submit(
-        {"id": client.id, "quotas": client.quotas},
+        client.id,
+        client.quotas,
         [item.spec() for item in body.items],
         JobOptions(
             priority=body.priority,

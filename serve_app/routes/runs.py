@@ -55,7 +55,7 @@ async def create_run(
             if body.examples is None
             else [e.model_dump(exclude_none=True) for e in body.examples]
         ),
-        budget=client.quotas.get("budget"),
+        budget=client.quotas.budget,
     )
     return RunOut.from_doc(document)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from pipeline.clients import Quotas
-from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
+from pipeline.clients import Client, Quotas
+from serve_app.schemas.common import ApiModel, RequestModel
 
 
 class QuotasIn(Quotas):
@@ -36,15 +35,16 @@ class ClientOut(ApiModel):
     updated_at: datetime
 
     @classmethod
-    def from_doc(cls, document: dict[str, Any]) -> ClientOut:
+    def from_client(cls, client: Client) -> ClientOut:
         """Build from a stored client."""
         return cls(
-            client_id=str(document["_id"]),
-            name=document["name"],
-            key_prefix=document["keyPrefix"],
-            active=document["active"],
-            quotas=Quotas.model_validate(document.get("quotas") or {}),
-            **metadata_times(document),
+            client_id=str(client.id),
+            name=client.name,
+            key_prefix=client.key_prefix,
+            active=client.active,
+            quotas=client.quotas,
+            created_at=client.created_at,
+            updated_at=client.updated_at,
         )
 
 

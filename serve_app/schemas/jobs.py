@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from pipeline.jobs.aggregation import full_counts
+from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS, JobSummary
 from pipeline.jobs.validation import ItemSpec
 from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
 from serve_app.schemas.prompts import MAX_PROMPT_CHARS
@@ -63,7 +64,7 @@ class JobCreate(RequestModel):
 
     items: list[JobItemIn] = Field(min_length=1)
     priority: int = Field(0, ge=-1000, le=1000)
-    max_attempts: int = Field(3, ge=1, le=20)
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
     cache: bool = False
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
 
@@ -102,6 +103,7 @@ class JobOut(ApiModel):
     def from_doc(cls, job: dict[str, Any], processing: int = 0) -> JobOut:
         """Build from a stored job and its items under lease."""
         counts = full_counts(job, processing)
+        summary = JobSummary.from_doc(job)
         total = job["totalItems"]
         unfinished = counts["PENDING"] + counts["PROCESSING"]
         return cls(
@@ -112,13 +114,13 @@ class JobOut(ApiModel):
             progress=round((total - unfinished) / total, 4) if total else 1.0,
             usage=Usage.model_validate(job.get("usage") or {}),
             cost=round(job.get("cost", 0.0), 8),
-            priority=job.get("priority", 0),
-            max_attempts=job.get("maxAttempts", 3),
-            cache=job.get("cache", False),
+            priority=summary.priority,
+            max_attempts=summary.max_attempts,
+            cache=summary.cache,
             idempotency_key=job.get("idempotencyKey"),
-            models=job.get("models") or [],
-            requeues=job.get("requeues", 0),
-            started_at=job.get("startedAt"),
+            models=list(summary.models),
+            requeues=summary.requeues,
+            started_at=summary.started_at,
             finished_at=job.get("finishedAt"),
             canceled_at=job.get("canceledAt"),
             consumed_at=job.get("consumedAt"),

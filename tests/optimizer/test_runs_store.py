@@ -9,7 +9,7 @@ from bson import ObjectId
 from optimizer.runs import CANCELED, RUNNING, LeaseLost, RunStore
 from pipeline.errors import InvalidTransition, NotFound
 from pipeline.store import Store, create_mongo_client
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 
 pytestmark = pytest.mark.anyio
 

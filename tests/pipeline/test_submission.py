@@ -7,14 +7,15 @@ import pytest
 from bson import ObjectId
 
 from pipeline.catalog import ModelCatalog, ModelSpec
-from pipeline.jobs.documents import JobOptions
+from pipeline.clients import Quotas
 from pipeline.jobs.item_ids import item_ids, new_item_base
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from providers.fake import fake_model_config
 
 pytestmark = pytest.mark.anyio
@@ -49,9 +50,7 @@ async def submitter(mongo_uri, tmp_path):
 async def test_a_jobs_items_get_consecutive_ids_in_seq_order(submitter):
     jobs, store = submitter
     specs = [ItemSpec(model="m", user_content=f"i{n}") for n in range(1203)]
-    job, created = await jobs.submit(
-        {"id": ObjectId(), "quotas": {}}, specs, JobOptions()
-    )
+    job, created = await jobs.submit(ObjectId(), Quotas(), specs, JobOptions())
     assert created
     stored = await store.raw("items").find({"jobId": job["_id"]}).to_list()
     by_id = {item["_id"]: item for item in stored}

@@ -37,10 +37,10 @@ def app(service_env, db_name):
 
     @app.post("/client")
     async def make_client() -> dict:
-        document, issued = await app.state.context.clients.create(
+        client, issued = await app.state.context.clients.create(
             "optional", None, actor="admin"
         )
-        return {"id": str(document["_id"]), "key": issued.key}
+        return {"id": str(client.id), "key": issued.key}
 
     return app
 

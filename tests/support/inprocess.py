@@ -14,7 +14,8 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from pipeline.catalog import ModelCatalog, ModelSpec
-from pipeline.jobs.documents import JobOptions
+from pipeline.clients import Quotas
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
 from pipeline.prompts import PromptService
@@ -88,7 +89,8 @@ async def submit(
         store, ModelCatalog(store), PromptService(store), settings
     )
     job, _ = await submitter.submit(
-        {"id": ObjectId(), "quotas": {}},
+        ObjectId(),
+        Quotas(),
         [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
         JobOptions(max_attempts=max_attempts),
     )

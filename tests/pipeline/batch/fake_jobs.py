@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.batch.backend import PromptInfo, ResultItem
 from pipeline.errors import Conflict, NotFound, QuotaExceeded
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.validation import ItemSpec
 from pipeline.states import Status
 

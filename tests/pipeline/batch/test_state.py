@@ -13,7 +13,7 @@ from pipeline.batch.state import (
     save_state,
     state_path,
 )
-from pipeline.jobs.documents import JobOptions
+from pipeline.jobs.shapes import JobOptions
 
 
 def _state():

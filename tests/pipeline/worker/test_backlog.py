@@ -2,9 +2,8 @@ from collections import deque
 
 from bson import ObjectId
 
-from pipeline.jobs.item_ids import new_item_base
+from pipeline.jobs.item_ids import WINDOW_ITEMS, new_item_base
 from pipeline.worker.backlog import (
-    WINDOW_ITEMS,
     Backlog,
     JobTrack,
     owned_windows,

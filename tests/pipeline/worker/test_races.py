@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from pymongo.errors import AutoReconnect
 
-from pipeline.jobs.documents import job_summary
 from pipeline.jobs.service import JobService
+from pipeline.jobs.shapes import job_summary
 from pipeline.states import Actor, Status
-from pipeline.store.documents import utcnow
+from pipeline.store.document_collection import utcnow
 from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection

@@ -3,7 +3,7 @@
 import pytest
 from bson import ObjectId
 
-from pipeline.jobs.documents import JobOptions, new_job
+from pipeline.jobs.shapes import JobOptions, new_job
 from pipeline.worker.item_store import ACTIVE_JOBS, ItemStore
 from tests.support.inprocess import job_items, submit
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response, status
 
 from pipeline.catalog import ModelSpec
 from serve_app.deps import AdminKey, Context, CurrentClient
+from serve_app.schemas.catalog import ModelList, ModelOut
 from serve_app.schemas.common import error_responses
-from serve_app.schemas.models import ModelList, ModelOut
 
 router = APIRouter()
 

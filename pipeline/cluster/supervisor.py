@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 
 from pipeline.catalog import ModelCatalog
+from pipeline.cluster.builder import coordinator_handle
+from pipeline.cluster.handles import WorkerHandles
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
-from pipeline.worker.builder import coordinator_handle
-from pipeline.worker.handles import WorkerHandles
 
 log = get_logger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from pipeline.cluster.metrics import ray_metrics
 from pipeline.logging import configure_logging
 from pipeline.settings import Settings
 from pipeline.worker.coordinator import LimitsCoordinator
@@ -64,7 +65,11 @@ class WorkerActor:
             return shares
 
         self._worker = ProviderWorker(
-            provider, replica, settings, sync_limits, export_metrics=True
+            provider,
+            replica,
+            settings,
+            sync_limits,
+            metrics_exporters=ray_metrics(),
         )
 
     async def ping(self) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import random
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from pipeline.cluster.builder import worker_handle
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
-from pipeline.worker.builder import worker_handle
 from providers.base import Completion, CompletionRequest, StreamEvent
 
 log = get_logger(__name__)

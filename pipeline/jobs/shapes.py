@@ -1,0 +1,208 @@
+"""The stored shape of jobs and items (field names in one place)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+
+from pipeline.jobs.aggregation import initial_counts
+from pipeline.jobs.item_ids import item_id
+from pipeline.states import Status
+from pipeline.store.document_collection import Document, new_metadata
+
+#: Attempts per item when nothing says otherwise: the API's default for
+#: ``maxAttempts``. Every job and item stores its own, so readers fall
+#: back on this only for a document written without one, and then treat
+#: it like a job submitted without the option.
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Options a client gives for a whole job."""
+
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    cache: bool = False
+    idempotency_key: str | None = None
+
+
+def new_job(
+    job_id: ObjectId,
+    client_id: ObjectId,
+    item_base: ObjectId,
+    total: int,
+    options: JobOptions,
+    models: list[str],
+    providers: list[str],
+    request_hash: str | None,
+) -> Document:
+    """A job document, ready to insert (the commit point of a submit)."""
+    job: Document = {
+        "_id": job_id,
+        "clientId": client_id,
+        "status": Status.PENDING.value,
+        "active": True,
+        "totalItems": total,
+        "itemBase": item_base,
+        "counts": initial_counts(),
+        "usage": {"inputTokens": 0, "outputTokens": 0},
+        "cost": 0.0,
+        "priority": options.priority,
+        "maxAttempts": options.max_attempts,
+        "cache": options.cache,
+        "models": models,
+        "providers": providers,
+        "requeues": 0,
+        "startedAt": None,
+        "finishedAt": None,
+        "_metadata": new_metadata(f"client:{client_id}"),
+    }
+    if options.idempotency_key is not None:
+        job["idempotencyKey"] = options.idempotency_key
+        job["requestHash"] = request_hash
+    return job
+
+
+def new_item(
+    job_id: ObjectId,
+    client_id: ObjectId,
+    item_base: ObjectId,
+    seq: int,
+    fields: dict[str, Any],
+    max_attempts: int,
+    metadata: Document,
+) -> Document:
+    """An item document; ``fields`` holds the validated, rendered request.
+
+    Args:
+        job_id: Its job.
+        client_id: The owner.
+        item_base: The job's item base: the item's ``_id`` follows.
+        seq: Position in the job (0-based): the results order.
+        fields: ``customId``, ``model``, ``promptId``/``promptVersion``
+            or ``systemPrompt``, ``userContent``, ``temperature``,
+            ``maxTokens``.
+        max_attempts: Attempts allowed.
+        metadata: The shared ``_metadata`` block of the batch.
+
+    Returns:
+        The document.
+    """
+    return {
+        "_id": item_id(item_base, seq),
+        "jobId": job_id,
+        "clientId": client_id,
+        "seq": seq,
+        **fields,
+        "status": Status.PENDING.value,
+        "attempts": 0,
+        "maxAttempts": max_attempts,
+        "_metadata": metadata,
+    }
+
+
+#: Job fields a worker needs to track a job (no item data).
+SUMMARY_FIELDS = (
+    "_id",
+    "clientId",
+    "priority",
+    "totalItems",
+    "itemBase",
+    "maxAttempts",
+    "cache",
+    "providers",
+    "models",
+    "status",
+    "requeues",
+    "_metadata",
+)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as workers see it: its :data:`SUMMARY_FIELDS`, typed.
+
+    Read with :meth:`from_doc` wherever a job's summary is read, so every
+    reader gets the same defaults; :meth:`to_doc` is what a worker is
+    sent (a plain document: it crosses a Ray boundary).
+
+    Attributes:
+        id: The job.
+        client_id: Its owner.
+        total_items: Items in the job.
+        item_base: The base of its item ids.
+        status: Its status.
+        priority: Higher goes first within its client.
+        max_attempts: Attempts per item.
+        cache: Whether results may come from the result cache.
+        providers: Providers of its models (None: not recorded, so
+            every provider's worker looks at it).
+        models: Its models.
+        requeues: Requeue generation (how many requeues were asked).
+        deleted: Soft-deleted by its client.
+        started_at: When its first item was claimed.
+    """
+
+    id: ObjectId
+    client_id: ObjectId
+    total_items: int
+    item_base: ObjectId
+    status: Status
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    cache: bool = False
+    providers: tuple[str, ...] | None = None
+    models: tuple[str, ...] = ()
+    requeues: int = 0
+    deleted: bool = False
+    started_at: datetime | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> JobSummary:
+        """Read a stored job, or a summary a worker was sent."""
+        providers = doc.get("providers")
+        return cls(
+            id=doc["_id"],
+            client_id=doc["clientId"],
+            total_items=doc["totalItems"],
+            item_base=doc["itemBase"],
+            status=Status(doc["status"]),
+            priority=doc.get("priority", 0),
+            max_attempts=doc.get("maxAttempts", DEFAULT_MAX_ATTEMPTS),
+            cache=bool(doc.get("cache", False)),
+            providers=None if providers is None else tuple(providers),
+            models=tuple(doc.get("models") or ()),
+            requeues=doc.get("requeues", 0),
+            deleted=bool((doc.get("_metadata") or {}).get("isDeleted")),
+            started_at=doc.get("startedAt"),
+        )
+
+    def to_doc(self) -> Document:
+        """The summary as a document (stored field names)."""
+        doc: Document = {
+            "_id": self.id,
+            "clientId": self.client_id,
+            "priority": self.priority,
+            "totalItems": self.total_items,
+            "itemBase": self.item_base,
+            "maxAttempts": self.max_attempts,
+            "cache": self.cache,
+            "models": list(self.models),
+            "status": self.status.value,
+            "requeues": self.requeues,
+            "_metadata": {"isDeleted": self.deleted},
+            "startedAt": self.started_at,
+        }
+        if self.providers is not None:
+            doc["providers"] = list(self.providers)
+        return doc
+
+
+def job_summary(job: Document) -> Document:
+    """What a worker is told about a new or changed job."""
+    return JobSummary.from_doc(job).to_doc()
