@@ -33,6 +33,7 @@ from serve_app.routes import (
     prompts,
     runs,
 )
+from serve_app.version import product_version
 
 log = get_logger(__name__)
 
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Metasync",
-        version="0.1.0",
+        version=product_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,

@@ -26,11 +26,18 @@ from pipeline.store import Store, create_mongo_client
 from serve_app import batch_cli, optimize_cli
 from serve_app.launcher import LocalStack, StackOptions
 from serve_app.local_services import LocalDatabase
+from serve_app.version import product_version
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metasync", description="Metasync: LLM jobs on Ray."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"metasync {product_version()}",
+        help="print the version and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -139,3 +139,16 @@ def _port_open(port):
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_version_comes_from_the_package(capsys):
+    from importlib.metadata import version
+
+    from serve_app.app import create_app
+    from serve_app.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"metasync {version('metasync')}"
+    assert create_app().version == version("metasync")
