@@ -31,23 +31,20 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from pipeline.jobs.item_input import (
+    MAX_CUSTOM_ID_CHARS,
+    MAX_ITEM_TEXT_CHARS,
+    JobItemIn,
+)
 from pipeline.jobs.validation import ItemSpec
 
-#: Longest prompt text, as ``POST /jobs`` accepts it.
-MAX_TEXT_CHARS = 200_000
-#: Longest custom id, as ``POST /jobs`` accepts it.
-MAX_CUSTOM_ID_CHARS = 256
 #: Problems named per bad line; the rest are counted.
 MAX_PROBLEMS_PER_LINE = 3
 #: Keys that mark a line as an OpenAI Batch request.
 _OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
-
-Scalar = str | int | float | bool
 
 
 class LineError(ValueError):
@@ -58,52 +55,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _JobItem(_Strict):
-    """A job item as ``POST /jobs`` takes it (camelCase)."""
-
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True
-    )
+class _JobItem(JobItemIn):
+    """A job item line; its ``customId``, when given, is not empty."""
 
     custom_id: str | None = Field(
         None, min_length=1, max_length=MAX_CUSTOM_ID_CHARS
     )
-    model: str = Field(min_length=1, max_length=100)
-    prompt_id: str | None = None
-    prompt_version: int | None = Field(None, ge=1)
-    variables: dict[str, Scalar] | None = None
-    system_prompt: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    user_content: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-
-    @model_validator(mode="after")
-    def _one_form(self) -> _JobItem:
-        if self.prompt_id is None:
-            if self.user_content is None:
-                raise ValueError(
-                    "give promptId (with variables) or userContent"
-                )
-            if self.variables is not None or self.prompt_version is not None:
-                raise ValueError("variables and promptVersion need promptId")
-        elif self.system_prompt is not None:
-            raise ValueError(
-                "systemPrompt comes from the prompt: give one or the other"
-            )
-        return self
-
-    def spec(self) -> ItemSpec:
-        return ItemSpec(
-            model=self.model,
-            custom_id=self.custom_id,
-            prompt_id=self.prompt_id,
-            prompt_version=self.prompt_version,
-            variables=self.variables,
-            system_prompt=self.system_prompt,
-            user_content=self.user_content,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-        )
 
 
 class _Message(_Strict):
@@ -199,10 +156,10 @@ def _from_openai(request: _BatchRequest) -> ItemSpec:
     system = "\n\n".join(message.text() for message in leading) or None
     user = last.text()
     for name, text in (("system", system), ("user", user)):
-        if text is not None and len(text) > MAX_TEXT_CHARS:
+        if text is not None and len(text) > MAX_ITEM_TEXT_CHARS:
             raise LineError(
                 f"body.messages: the {name} text is over "
-                f"{MAX_TEXT_CHARS} characters"
+                f"{MAX_ITEM_TEXT_CHARS} characters"
             )
     if body.max_tokens is not None and body.max_completion_tokens is not None:
         raise LineError(

@@ -5,58 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from pipeline.jobs.aggregation import full_counts
+from pipeline.jobs.item_input import JobItemIn
 from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS, JobSummary
-from pipeline.jobs.validation import ItemSpec
 from serve_app.schemas.common import ApiModel, RequestModel, metadata_times
-from serve_app.schemas.prompts import MAX_PROMPT_CHARS
-
-Scalar = str | int | float | bool
-
-
-class JobItemIn(RequestModel):
-    """One item: a stored prompt with variables, or inline text."""
-
-    custom_id: str | None = Field(None, max_length=256)
-    model: str = Field(min_length=1, max_length=100)
-    prompt_id: str | None = None
-    prompt_version: int | None = Field(None, ge=1)
-    variables: dict[str, Scalar] | None = None
-    system_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    user_content: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-
-    @model_validator(mode="after")
-    def _one_form(self) -> JobItemIn:
-        if self.prompt_id is None:
-            if self.user_content is None:
-                raise ValueError(
-                    "give promptId (with variables) or userContent"
-                )
-            if self.variables is not None or self.prompt_version is not None:
-                raise ValueError("variables and promptVersion need promptId")
-        elif self.system_prompt is not None:
-            raise ValueError(
-                "systemPrompt comes from the prompt: give one or the other"
-            )
-        return self
-
-    def spec(self) -> ItemSpec:
-        """The validated shape, for the pipeline."""
-        return ItemSpec(
-            model=self.model,
-            custom_id=self.custom_id,
-            prompt_id=self.prompt_id,
-            prompt_version=self.prompt_version,
-            variables=self.variables,
-            system_prompt=self.system_prompt,
-            user_content=self.user_content,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-        )
 
 
 class JobCreate(RequestModel):

@@ -1,0 +1,72 @@
+"""A job item as clients write it: ``POST /jobs`` and offline batch lines.
+
+One definition of the item's shape (camelCase, unknown fields refused,
+a stored prompt with variables or inline text), shared by the API's
+request body and the batch driver's line parser, so the two can never
+accept different items.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from pipeline.jobs.validation import ItemSpec
+
+#: Longest system prompt or user content of an item, in characters.
+MAX_ITEM_TEXT_CHARS = 200_000
+#: Longest ``customId``.
+MAX_CUSTOM_ID_CHARS = 256
+
+Scalar = str | int | float | bool
+
+
+class JobItemIn(BaseModel):
+    """One item: a stored prompt with variables, or inline text."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        str_strip_whitespace=False,
+    )
+
+    custom_id: str | None = Field(None, max_length=MAX_CUSTOM_ID_CHARS)
+    model: str = Field(min_length=1, max_length=100)
+    prompt_id: str | None = None
+    prompt_version: int | None = Field(None, ge=1)
+    variables: dict[str, Scalar] | None = None
+    system_prompt: str | None = Field(None, max_length=MAX_ITEM_TEXT_CHARS)
+    user_content: str | None = Field(None, max_length=MAX_ITEM_TEXT_CHARS)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> JobItemIn:
+        if self.prompt_id is None:
+            if self.user_content is None:
+                raise ValueError(
+                    "give promptId (with variables) or userContent"
+                )
+            if self.variables is not None or self.prompt_version is not None:
+                raise ValueError("variables and promptVersion need promptId")
+        elif self.system_prompt is not None:
+            raise ValueError(
+                "systemPrompt comes from the prompt: give one or the other"
+            )
+        return self
+
+    def spec(self) -> ItemSpec:
+        """The validated shape, for the pipeline."""
+        return ItemSpec(
+            model=self.model,
+            custom_id=self.custom_id,
+            prompt_id=self.prompt_id,
+            prompt_version=self.prompt_version,
+            variables=self.variables,
+            system_prompt=self.system_prompt,
+            user_content=self.user_content,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
