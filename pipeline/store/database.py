@@ -86,7 +86,12 @@ INDEXES: dict[str, list[IndexModel]] = {
 def create_mongo_client(
     connection_string: str, *, app_name: str = "metasync", **options: Any
 ) -> AsyncMongoClient[Document]:
-    """Open an async client with the project's timeouts.
+    """Open an async client with the project's timeouts and consistency.
+
+    Every process reads what it (or another process) has just written: a
+    job right after its submission, the items a claim leased. So writes
+    are acknowledged by a majority (they survive a failover) and reads
+    go to the primary, whatever the connection string says.
 
     Args:
         connection_string: Any MongoDB URI (Atlas, Cosmos DB, local).
@@ -99,6 +104,8 @@ def create_mongo_client(
     options.setdefault("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS)
     options.setdefault("socketTimeoutMS", SOCKET_TIMEOUT_MS)
     options.setdefault("tz_aware", True)
+    options.setdefault("w", "majority")
+    options.setdefault("readPreference", "primary")
     return AsyncMongoClient(connection_string, appname=app_name, **options)
 
 
