@@ -265,18 +265,28 @@ class RunStore:
         for their leases to lapse.
         """
         now = utcnow()
-        found = await self.runs.read(
+        # Active runs are few: the server filters by status alone (its
+        # index) and the rest is checked here.
+        found = await self.runs.collection.find(
+            {"status": {"$in": list(ACTIVE)}},
             {
-                "status": {"$in": list(ACTIVE)},
-                # Only its driver script holds a Python scorer: such a
-                # run waits for `optimize(resume=...)`.
-                "config.scorer.kind": {"$ne": "python"},
-                "$or": [
-                    {"leaseOwner": owner},
-                    {"leaseExpiresAt": None},
-                    {"leaseExpiresAt": {"$lt": now}},
-                ],
+                "_metadata.isDeleted": 1,
+                "config.scorer.kind": 1,
+                "leaseOwner": 1,
+                "leaseExpiresAt": 1,
             },
-            projection={"_id": 1},
-        )
-        return [doc["_id"] for doc in found]
+        ).to_list()
+        return [
+            doc["_id"]
+            for doc in found
+            if not doc["_metadata"]["isDeleted"]
+            # Only its driver script holds a Python scorer: such a run
+            # waits for `optimize(resume=...)`.
+            and ((doc.get("config") or {}).get("scorer") or {}).get("kind")
+            != "python"
+            and (
+                doc.get("leaseOwner") == owner
+                or doc.get("leaseExpiresAt") is None
+                or doc["leaseExpiresAt"] < now
+            )
+        ]

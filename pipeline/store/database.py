@@ -16,8 +16,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
+from pipeline.logging import get_logger
 from pipeline.store.document_collection import Document, DocumentCollection
 from pipeline.store.retry import safe_operation
+
+log = get_logger(__name__)
 
 #: Lower bound of every lease expiry: ``{"leaseExpiresAt": {"$gte":
 #: LEASED}}`` selects leased items through the sparse index.
@@ -35,31 +38,53 @@ SOCKET_TIMEOUT_MS = 20_000
 #: Default lifetime of a result cache entry (``CACHE_TTL_SECONDS``).
 DEFAULT_CACHE_TTL_S = 7 * 24 * 3600
 
-#: A client's documents, newest first: every listing pages through this
-#: by ``_id`` (keyset). The soft-delete flag is left out on purpose:
-#: Cosmos DB for MongoDB (RU) refuses compound indexes on nested fields
-#: (``_metadata.isDeleted``) by default, and deleted documents are few,
-#: so the server filters them while it walks the index.
-_BY_CLIENT = IndexModel([("clientId", ASCENDING), ("_id", DESCENDING)])
+#: The soft-delete flag: every read through DocumentCollection filters on
+#: it, so the indexes of those reads carry it (SecantusDB only uses an
+#: index whose leading keys hold every filtered field).
+_LIVE = ("_metadata.isDeleted", ASCENDING)
 
-#: Indexes per collection. Compound indexes name top-level fields only,
-#: so the same set works on MongoDB (standalone, replica set, Atlas),
-#: Cosmos DB vCore and Cosmos DB RU. SecantusDB (the local server) only
-#: keeps a query fast when its filter is bounded by one index, so the
-#: hot queries are shaped to these exactly. Every query shape the code
-#: runs is listed, with its index, in :mod:`pipeline.store.query_shapes`.
+
+def _newest_by_client() -> IndexModel:
+    """A client's live documents, newest first (keyset listings)."""
+    return IndexModel([("clientId", ASCENDING), _LIVE, ("_id", DESCENDING)])
+
+
+#: Indexes per collection; every query shape the code runs is listed,
+#: with the index serving it, in :mod:`pipeline.store.query_shapes`.
+#: Compound indexes that name the nested soft-delete flag are created
+#: without it where a server refuses nested fields in compound indexes
+#: (Cosmos DB RU, by default): see :func:`without_nested_fields`.
 INDEXES: dict[str, list[IndexModel]] = {
-    # Listed newest first through _id; authenticated by keyPrefix.
-    "clients": [IndexModel([("keyPrefix", ASCENDING)], unique=True)],
-    "models": [IndexModel([("name", ASCENDING)], unique=True)],
-    "prompts": [_BY_CLIENT],
+    "clients": [
+        IndexModel([("keyPrefix", ASCENDING)], unique=True),
+        # Authentication by key prefix, and the newest-first listing.
+        IndexModel([("keyPrefix", ASCENDING), _LIVE]),
+        IndexModel([_LIVE, ("_id", DESCENDING)]),
+    ],
+    "models": [
+        IndexModel([("name", ASCENDING)], unique=True),
+        IndexModel([("name", ASCENDING), _LIVE, ("active", ASCENDING)]),
+        # The catalog listing, by name.
+        IndexModel([_LIVE, ("active", ASCENDING), ("name", ASCENDING)]),
+    ],
+    "prompts": [_newest_by_client()],
     "prompt_versions": [
         IndexModel(
             [("promptId", ASCENDING), ("version", ASCENDING)], unique=True
         ),
+        # ($in on versions: SecantusDB takes $in on the last key only.)
+        IndexModel([("promptId", ASCENDING), _LIVE, ("version", ASCENDING)]),
     ],
     "jobs": [
-        _BY_CLIENT,
+        _newest_by_client(),
+        IndexModel(
+            [
+                ("clientId", ASCENDING),
+                _LIVE,
+                ("status", ASCENDING),
+                ("_id", DESCENDING),
+            ]
+        ),
         # The workers poll the active jobs among every job ever created.
         # (No query filters on status alone: no index for it.)
         IndexModel([("active", ASCENDING)]),
@@ -67,6 +92,11 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("clientId", ASCENDING), ("idempotencyKey", ASCENDING)],
             unique=True,
             partialFilterExpression={"idempotencyKey": {"$exists": True}},
+        ),
+        # The lookup of a repeated key (SecantusDB ignores partial
+        # indexes).
+        IndexModel(
+            [("clientId", ASCENDING), ("idempotencyKey", ASCENDING), _LIVE]
         ),
     ],
     "items": [
@@ -77,15 +107,16 @@ INDEXES: dict[str, list[IndexModel]] = {
         # field, so inserts skip it (+7% insert rate) and it stays tiny.
         # (SecantusDB never uses *partial* indexes: measured 110-190 ms
         # scans on 10k items; this sparse one answers in 4 ms.) Queries
-        # bound it with ``$gte``, so a plain index serves them too.
+        # filter on it alone: any other field in the filter (jobId,
+        # model) made SecantusDB scan every item.
         IndexModel([("leaseExpiresAt", ASCENDING)], sparse=True),
     ],
     "runs": [
-        _BY_CLIENT,
+        _newest_by_client(),
         # The optimizer's scan for runs whose driver died.
         IndexModel([("status", ASCENDING)]),
     ],
-    "datasets": [_BY_CLIENT],
+    "datasets": [_newest_by_client()],
     # Submissions in progress, swept when their process died.
     "ingestions": [IndexModel([("startedAt", ASCENDING)])],
     # run_answers: addressed by _id only (run id and request key).
@@ -93,15 +124,30 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 #: Indexes earlier versions created that no query uses any more: dropped
-#: at start-up (each costs every write, and the nested ones stop index
-#: creation on Cosmos DB RU).
+#: at start-up (each costs every write).
 OBSOLETE_INDEXES: dict[str, list[str]] = {
     "clients": ["_metadata.isDeleted_1_createdAt_-1"],
-    "prompts": ["clientId_1__metadata.isDeleted_1__id_-1"],
-    "jobs": ["clientId_1__metadata.isDeleted_1__id_-1", "status_1"],
-    "runs": ["clientId_1__metadata.isDeleted_1__id_-1"],
-    "datasets": ["clientId_1__metadata.isDeleted_1__id_-1"],
+    "jobs": ["status_1"],
 }
+
+
+def without_nested_fields(model: IndexModel) -> IndexModel | None:
+    """The index without its nested fields, for servers refusing them.
+
+    Cosmos DB RU refuses nested fields in compound indexes by default.
+
+    Returns:
+        The portable index, or None when ``model`` has no nested field in
+        a compound key (nothing to drop).
+    """
+    document = dict(model.document)
+    keys = list(document.pop("key").items())
+    document.pop("name", None)
+    kept = [(field, order) for field, order in keys if "." not in field]
+    if len(keys) < 2 or len(kept) == len(keys) or not kept:
+        return None
+    return IndexModel(kept, **document)
+
 
 #: Collection of stored results, by cache key.
 RESULT_CACHE = "result_cache"
@@ -192,14 +238,43 @@ class Store:
                 setting, changes it) and creates the default one if none.
         """
         for name, indexes in INDEXES.items():
-            collection = self.db[name]
-            await safe_operation(
-                partial(collection.create_indexes, indexes),
-                what=f"create indexes on {name}",
-            )
+            await self._create_indexes(self.db[name], indexes)
         for name, obsolete in OBSOLETE_INDEXES.items():
             await self._drop_indexes(self.db[name], obsolete)
         await self._ensure_cache_expiry(cache_ttl_s)
+
+    async def _create_indexes(
+        self, collection: AsyncCollection[Document], indexes: list[IndexModel]
+    ) -> None:
+        """Create ``indexes``; without nested fields where refused."""
+        try:
+            await safe_operation(
+                partial(collection.create_indexes, indexes),
+                what=f"create indexes on {collection.name}",
+            )
+            return
+        except OperationFailure:
+            pass
+        for model in indexes:
+            try:
+                await safe_operation(
+                    partial(collection.create_indexes, [model]),
+                    what=f"create an index on {collection.name}",
+                )
+            except OperationFailure as error:
+                portable = without_nested_fields(model)
+                if portable is None:
+                    raise
+                log.warning(
+                    "index_without_nested_fields",
+                    collection=collection.name,
+                    index=model.document["name"],
+                    error=str(error),
+                )
+                await safe_operation(
+                    partial(collection.create_indexes, [portable]),
+                    what=f"create an index on {collection.name}",
+                )
 
     async def _drop_indexes(
         self, collection: AsyncCollection[Document], names: list[str]

@@ -164,22 +164,8 @@ QUERY_SHAPES: list[QueryShape] = [
     # items
     QueryShape(
         "items",
-        {"leaseExpiresAt": {"$gte": _ANY_TIME}, "jobId": {"$in": [_ANY_ID]}},
-        "JobService.processing_counts",
-    ),
-    QueryShape(
-        "items",
-        {"leaseExpiresAt": {"$gte": _ANY_TIME}, "jobId": _ANY_ID},
-        "ItemStore.leased_count (worker)",
-    ),
-    QueryShape(
-        "items",
-        {
-            "leaseExpiresAt": {"$gte": _ANY_TIME},
-            "status": "PROCESSING",
-            "model": {"$in": ["m"]},
-        },
-        "ItemStore.leased_items (lease recovery)",
+        {"leaseExpiresAt": {"$gte": _ANY_TIME}},
+        "JobService.processing_counts, ItemStore.leased_* (worker)",
     ),
     # optimizer
     *_by_client("runs", "RunStore.list_runs"),
@@ -187,16 +173,7 @@ QUERY_SHAPES: list[QueryShape] = [
     QueryShape("runs", {"clientId": _ANY_ID}, "client_spend"),
     QueryShape(
         "runs",
-        {
-            "status": {"$in": ["QUEUED", "RUNNING"]},
-            "config.scorer.kind": {"$ne": "python"},
-            "$or": [
-                {"leaseOwner": "o"},
-                {"leaseExpiresAt": None},
-                {"leaseExpiresAt": {"$lt": _ANY_TIME}},
-            ],
-            **_LIVE,
-        },
+        {"status": {"$in": ["QUEUED", "RUNNING"]}},
         "RunStore.orphans (optimizer restart)",
     ),
     # submissions in progress
