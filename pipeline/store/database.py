@@ -149,6 +149,9 @@ def without_nested_fields(model: IndexModel) -> IndexModel | None:
     return IndexModel(kept, **document)
 
 
+#: The server's answer to dropping an index that is gone.
+_INDEX_NOT_FOUND = 27
+
 #: Collection of stored results, by cache key.
 RESULT_CACHE = "result_cache"
 
@@ -283,11 +286,17 @@ class Store:
             collection.index_information, what="list indexes"
         )
         for index in names:
-            if index in present:
+            if index not in present:
+                continue
+            try:
                 await safe_operation(
                     partial(collection.drop_index, index),
                     what=f"drop index {index}",
                 )
+            except OperationFailure as error:
+                # Another process starting at the same time dropped it.
+                if error.code != _INDEX_NOT_FOUND:
+                    raise
 
     async def _ensure_cache_expiry(self, ttl_s: int | None) -> None:
         """Expire result cache entries through a TTL index.

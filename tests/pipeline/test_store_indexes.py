@@ -123,3 +123,20 @@ def test_cosmos_refusal_of_ttl_on_a_field_is_recognised():
         "bad index key", code=67, details={"ok": 0.0, "errmsg": "bad"}
     )
     assert not refuses_ttl_on_field(other)
+
+
+async def test_processes_starting_together_drop_obsolete_indexes_once(
+    mongo_uri, store
+):
+    await store.db["jobs"].create_indexes(
+        [IndexModel([("status", ASCENDING)])]
+    )
+    others = [
+        Store(create_mongo_client(mongo_uri), store.db.name) for _ in range(3)
+    ]
+    try:
+        await asyncio.gather(*(s.ensure_indexes() for s in [store, *others]))
+    finally:
+        for other in others:
+            await other.close()
+    assert "status_1" not in await store.db["jobs"].index_information()

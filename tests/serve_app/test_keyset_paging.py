@@ -100,7 +100,7 @@ def test_clients_page_each_once_in_order_across_inserts(http, admin_headers):
     assert not set(inserted) & set(seen)
 
 
-@pytest.mark.parametrize("path", ["/prompts", "/datasets", "/runs"])
+@pytest.mark.parametrize("path", ["/prompts", "/datasets", "/runs", "/jobs"])
 def test_a_bad_cursor_is_a_400_naming_it(http, client_a, path):
     response = http.get(
         path, params={"cursor": "page-2"}, headers=client_a.headers
