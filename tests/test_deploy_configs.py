@@ -36,7 +36,13 @@ def test_serve_yaml_is_a_valid_serve_config_for_our_builder():
     (app,) = schema.applications
     assert app.import_path == "serve_app.deployment:build_app"
     IngressOptions.model_validate(app.args)
-    assert build_app(app.args) is not None
+    # The builder applies the options given (serve.yaml's, or others).
+    for args in (app.args, {"num_replicas": 3, "max_ongoing_requests": 7}):
+        wanted = IngressOptions.model_validate(args)
+        bound = build_app(args)._bound_deployment
+        assert bound.num_replicas == wanted.num_replicas
+        assert bound.max_ongoing_requests == wanted.max_ongoing_requests
+        assert bound.init_args == (wanted,)
 
 
 def test_models_yaml_seed_is_valid_and_simulated_models_need_no_keys():

@@ -54,6 +54,8 @@ class WorkerBase(ABC):
     _rng: random.Random
     _chat_waiters: dict[str, int]
     _wake: asyncio.Event
+    _polls_begun: int
+    _polls_running: int
     _sync_limits: SyncLimits
 
     @abstractmethod

@@ -119,6 +119,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._loops: list[asyncio.Task[Any]] = []
         self._wake = asyncio.Event()
         self._claims = 0
+        self._polls_begun = 0
+        self._polls_running = 0
         self._started = False
         self._start_lock = asyncio.Lock()
         self._round_trips = RoundTripCounter()
@@ -216,6 +218,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
             "pid": os.getpid(),
             "roundTrips": self._round_trips.count,
             "claims": self._claims,
+            "polls": {
+                "begun": self._polls_begun,
+                "running": self._polls_running,
+            },
             "jobs": len(self.backlog.jobs),
             "inFlight": {m: lim.in_flight for m, lim in self.limiters.items()},
             "shares": {

@@ -53,6 +53,16 @@ class PollingMixin(WorkerBase):
                 log.warning("poll_failed", worker=self.name, error=str(error))
 
     async def _poll_once(self) -> None:
+        # Counted (in stats) before anything is read: whether a job was
+        # found by a poll or by its notification can then be told apart.
+        self._polls_begun += 1
+        self._polls_running += 1
+        try:
+            await self._look_for_work()
+        finally:
+            self._polls_running -= 1
+
+    async def _look_for_work(self) -> None:
         await self._recover_leases()
         jobs = await self._items.active_jobs()
         active = {job["_id"] for job in jobs}

@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.api import create_model, fake_model
 from tests.support.fake_provider import unique_model
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -66,8 +67,16 @@ def test_streaming(http, admin_headers, fake, chat_client):
 def test_chat_shares_the_model_limits(
     http, admin_headers, fake, base_url, client_a
 ):
+    # The first two calls are held 5 s at the fake (the model's calls
+    # time out at 10 s): the limit is reached while they are held, and
+    # the other four wait for them.
+    held = {"kind": "slow_first_byte", "onCalls": [1, 2], "delayMs": 5000}
     name = fake_model(
-        http, admin_headers, fake, {"latencyMs": 300}, max_concurrency=2
+        http,
+        admin_headers,
+        fake,
+        {"latencyMs": 20, "faults": [held]},
+        max_concurrency=2,
     )
 
     def ask(i):
@@ -80,9 +89,16 @@ def test_chat_shares_the_model_limits(
         return reply.choices[0].message.content
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(ask, range(6)))
+        asked = pool.map(ask, range(6))
+        wait_until(
+            lambda: fake.stats(name)["inFlight"] == 2,
+            timeout_s=30,
+            what="two chat calls at the provider",
+        )
+        answers = list(asked)
     assert answers == [f"n {i}" for i in range(6)]
-    assert fake.stats(name)["maxInFlight"] == 2
+    stats = fake.stats(name)
+    assert stats["maxInFlight"] == 2 and stats["requests"] == 6
 
 
 def test_errors_reach_the_client_typed(http, admin_headers, fake, chat_client):

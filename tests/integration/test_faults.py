@@ -5,9 +5,7 @@ import signal
 import time
 
 import pytest
-import ray
 
-from pipeline.worker.names import worker_name
 from tests.support.api import (
     all_results,
     create_model,
@@ -16,6 +14,8 @@ from tests.support.api import (
     wait_for_job,
 )
 from tests.support.fake_provider import unique_model
+from tests.support.net import wait_until
+from tests.support.workers import worker_stats
 
 pytestmark = pytest.mark.ray
 
@@ -27,11 +27,18 @@ def _items(model, n):
     ]
 
 
-def _stats(provider, replica):
-    handle = ray.get_actor(
-        worker_name(provider, replica), namespace="metasync"
+def _wait_until_running(http, client, job):
+    """Until the job has a processed item (its calls are under way)."""
+    wait_until(
+        lambda: (
+            http.get(f"/jobs/{job['id']}", headers=client.headers).json()[
+                "counts"
+            ]["PROCESSED"]
+            > 0
+        ),
+        timeout_s=60,
+        what=f"job {job['id']} to be running",
     )
-    return ray.get(handle.stats.remote(), timeout=30)
 
 
 def test_a_worker_killed_mid_job_loses_and_repeats_nothing(
@@ -55,7 +62,7 @@ def test_a_worker_killed_mid_job_loses_and_repeats_nothing(
             break
         assert time.monotonic() < deadline, state
         time.sleep(0.05)
-    victim = _stats("anthropic", 0)
+    victim = worker_stats("anthropic", 0)
     os.kill(victim["pid"], signal.SIGKILL)
 
     done = wait_for_job(http, client_a, job["id"], timeout_s=180)
@@ -79,7 +86,7 @@ def test_a_worker_killed_mid_job_loses_and_repeats_nothing(
     # Calls cut by the kill were made again: never fewer calls than items.
     assert fake.stats(name)["requests"] >= 240
     assert fake.stats(name)["maxInFlight"] <= 6
-    restarted = _stats("anthropic", 0)
+    restarted = worker_stats("anthropic", 0)
     assert restarted["incarnation"] != victim["incarnation"]
 
 
@@ -173,6 +180,7 @@ def test_permanent_errors_fail_at_once_and_requeue_brings_them_back(
     items = all_results(http, client_a, job["id"])
     assert all(i["attempts"] == 1 for i in items)  # no retry of a 400
     assert {i["error"]["type"] for i in items} == {"permanent"}
+    assert fake.stats(name)["requests"] == 6  # one call each
 
     denied = http.post(
         f"/admin/jobs/{job['id']}/requeue", headers=client_a.headers
@@ -188,6 +196,12 @@ def test_permanent_errors_fail_at_once_and_requeue_brings_them_back(
     )
     assert done["counts"]["PROCESSED"] == 6 and done["counts"]["FAILED"] == 0
     assert done["requeues"] == 1
+    # Each item was called exactly once more: six calls, and each item
+    # got its own answer (the fake echoes it) at its first new attempt.
+    assert fake.stats(name)["requests"] == 12
+    items = all_results(http, client_a, job["id"])
+    assert [i["result"]["text"] for i in items] == [f"q {i}" for i in range(6)]
+    assert all(i["attempts"] == 1 for i in items)
     again = http.post(
         f"/admin/jobs/{job['id']}/requeue", headers=admin_headers
     )
@@ -227,7 +241,7 @@ def test_a_small_job_is_not_starved_by_a_big_one(
         http, admin_headers, fake, {"latencyMs": 40}, max_concurrency=1
     )
     big = submit_job(http, client_a, _items(name, 150))
-    time.sleep(0.5)
+    _wait_until_running(http, client_a, big)
     small = submit_job(http, client_b, _items(name, 5))
     wait_for_job(http, client_b, small["id"], timeout_s=60)
     state = http.get(f"/jobs/{big['id']}", headers=client_a.headers).json()
@@ -242,7 +256,7 @@ def test_higher_priority_goes_first_within_a_client(
         http, admin_headers, fake, {"latencyMs": 40}, max_concurrency=1
     )
     low = submit_job(http, client_a, _items(name, 120))
-    time.sleep(0.5)
+    _wait_until_running(http, client_a, low)
     urgent = submit_job(http, client_a, _items(name, 5), priority=10)
     wait_for_job(http, client_a, urgent["id"], timeout_s=60)
     state = http.get(f"/jobs/{low['id']}", headers=client_a.headers).json()

@@ -17,6 +17,7 @@ from providers.fake.simulation import (
 )
 from tests.support.api import create_model, submit_job, wait_for_job
 from tests.support.fake_provider import unique_model
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -326,15 +327,21 @@ def test_a_run_whose_driver_died_resumes_without_paying_twice(
     killed = http.post(
         "/runs", json=_run_body(target, meta, **body), headers=client_a.headers
     ).json()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        before = http.get(f"/runs/{killed['id']}", headers=client_a.headers)
-        progress = before.json()["progress"]
-        if progress and progress["iteration"] >= 1:
-            break
-        time.sleep(0.1)
+    before = {}
+
+    def past_first_iteration():
+        nonlocal before
+        before = http.get(
+            f"/runs/{killed['id']}", headers=client_a.headers
+        ).json()
+        return (
+            bool(before["progress"]) and before["progress"]["iteration"] >= 1
+        )
+
+    wait_until(past_first_iteration, timeout_s=120, what="an iteration")
+    progress = before["progress"]
     # Killed mid-run, not after it.
-    assert before.json()["status"] == "RUNNING"
+    assert before["status"] == "RUNNING"
     assert progress["iteration"] < 4
     actor = ray.get_actor(ACTOR_NAME, namespace="metasync")
     ray.kill(actor, no_restart=False)

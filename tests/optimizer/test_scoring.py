@@ -420,7 +420,10 @@ async def test_unparseable_judge_answer_is_not_scored() -> None:
     assert result.error == (
         "judge answer unparseable: 'I would rather not say.'"
     )
+    # The judge was asked and paid for, whatever it answered.
     assert result.judge is not None
+    assert result.judge.text == "I would rather not say."
+    assert result.judge.cost == 0.01
 
 
 # python

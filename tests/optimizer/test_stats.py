@@ -160,7 +160,8 @@ def test_fast_enough_for_a_large_validation_set() -> None:
     rng = random.Random(0)
     baseline = scores([rng.random() for _ in range(500)])
     candidate = scores([rng.random() for _ in range(500)])
-    start = time.perf_counter()
+    # The CPU time of this thread, which other work on a loaded machine
+    # does not inflate (the wall clock does); it takes ~0.05 s.
+    start = time.thread_time()
     paired_bootstrap(baseline, candidate, resamples=2000, rng=rng)
-    # Generous for a shared CI machine; it takes ~0.05 s on one core.
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 1.0

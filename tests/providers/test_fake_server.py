@@ -20,6 +20,7 @@ from providers.fake import (
     FakeProviderServer,
 )
 from providers.fake.control import NEVER_CALLED, FakeControl
+from tests.support.net import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -123,19 +124,38 @@ async def test_random_faults_repeat_with_the_seed(session: Any) -> None:
 async def test_max_in_flight_shows_the_client_limit(
     fake: FakeProviderServer, session: Any
 ) -> None:
-    fake.configure(models={"limited": {"latencyMs": 100}})
     url = f"{fake.url}/v1/chat/completions"
     gate = asyncio.Semaphore(4)
 
-    async def limited_call() -> int:
+    async def limited_call(model: str) -> int:
         async with gate:
-            return (await post(session, url, chat_body("limited")))[0]
+            return (await post(session, url, chat_body(model)))[0]
 
-    statuses = await asyncio.gather(*(limited_call() for _ in range(20)))
+    # Calls that last until cancelled: the limit is reached for sure.
+    fake.configure(models={"held": {"latencyMs": 600_000}})
+    held = [asyncio.create_task(limited_call("held")) for _ in range(20)]
+    await wait_until_async(
+        lambda: fake.stats("held")["inFlight"] == 4, what="4 calls in flight"
+    )
+    for task in held:
+        task.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+    await wait_until_async(
+        lambda: fake.stats("held")["inFlight"] == 0, what="the calls to end"
+    )
+    stats = fake.stats("held")
+    assert stats["maxInFlight"] == 4
+    assert stats["requests"] == 4  # the others waited for the gate
+    assert stats["disconnects"] == 4
+
+    fake.configure(models={"limited": {"latencyMs": 100}})
+    statuses = await asyncio.gather(
+        *(limited_call("limited") for _ in range(20))
+    )
     assert statuses == [200] * 20
     stats = fake.stats("limited")
     assert stats["requests"] == 20
-    assert stats["maxInFlight"] == 4
+    assert 1 <= stats["maxInFlight"] <= 4
     assert stats["inFlight"] == 0
     assert len(stats["timestamps"]) == 20
     assert stats["timestamps"] == sorted(stats["timestamps"])
@@ -160,13 +180,32 @@ async def test_stream_pacing_and_first_byte_delay(
     async with session.post(
         f"{fake.url}/v1/chat/completions", json=body
     ) as response:
-        headers_at = time.perf_counter() - started
         text = await response.text()
     total = time.perf_counter() - started
-    assert headers_at < 0.09
     # 100 ms before the body, then five tokens at 20 per second.
     assert total >= 0.1 + 5 / 20 - 0.02
     assert text.rstrip().endswith("data: [DONE]")
+
+
+async def test_headers_come_before_a_delayed_first_byte(
+    fake: FakeProviderServer, session: Any
+) -> None:
+    fake.configure(models={"late": {"firstByteDelayMs": 600_000}})
+    body = chat_body("late", stream=True)
+    async with asyncio.timeout(60):
+        response = await session.post(
+            f"{fake.url}/v1/chat/completions", json=body
+        )
+    async with response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+        # The server still holds the body back.
+        assert fake.stats("late")["inFlight"] == 1
+        assert not response.content.is_eof()
+    await wait_until_async(
+        lambda: fake.stats("late")["disconnects"] == 1,
+        what="the server to see the client leave",
+    )
 
 
 async def test_answers_are_deterministic(

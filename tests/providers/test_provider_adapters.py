@@ -29,7 +29,8 @@ async def test_azure_foundry_v1_endpoint(fake: FakeProviderServer) -> None:
         completion = await provider.complete(config, REQUEST, None)
         assert completion.text == "from v1"
         events = [e async for e in provider.stream(config, REQUEST, None)]
-        assert "".join(e.text for e in events if isinstance(e, TextDelta))
+        streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+        assert streamed.strip() == "from v1"
         assert model.stats()["requests"] == 2
     finally:
         await provider.aclose()

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx2
 import pytest
@@ -130,8 +129,12 @@ def test_up_serves_jobs_with_no_variables_and_stops_cleanly(tmp_path):
     assert "using the embedded database" in output
     assert "development admin key" in output
     assert "metasync: stopping" in output
-    time.sleep(1)
-    assert not _port_open(port)
+    # The HTTP proxy is a Ray process of its own: it goes shortly after.
+    wait_until(
+        lambda: not _port_open(port),
+        timeout_s=30,
+        what=f"port {port} to be released",
+    )
 
 
 def _port_open(port):

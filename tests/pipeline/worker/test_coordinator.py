@@ -126,10 +126,46 @@ def test_a_restarted_coordinator_grows_nobody_at_first():
     assert max(shares) <= 8
 
 
-def test_rates_are_split_with_concurrency():
-    coordinator = LimitsCoordinator()
-    share = coordinator.sync("a", _report(10, 5, rpm=600))["m"]
-    assert share["rpm"] == 600
+def _report_rates(demand, in_flight, enforced):
+    return {
+        "m": {
+            "limits": {"maxConcurrency": 9, "rpm": 900, "tpm": 90_000},
+            "demand": demand,
+            "inFlight": in_flight,
+            "enforced": enforced,
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("demands", "fair_rpm"),
+    [
+        ({"a": 50, "b": 50, "c": 50}, {"a": 300, "b": 300, "c": 300}),
+        ({"a": 1, "b": 50, "c": 50}, {"a": 100, "b": 400, "c": 400}),
+    ],
+)
+def test_rates_are_split_with_concurrency(demands, fair_rpm):
+    """Holders' rates add up to the model's at most, shared as demanded.
+
+    Every holder uses at once the share it was given and reports it.
+    """
+    clock = Clock()
+    coordinator = LimitsCoordinator(clock=clock)
+    shares = {name: {"concurrency": 0, "rpm": 0, "tpm": 0} for name in demands}
+    for _ in range(10):
+        for name, demand in demands.items():
+            used = shares[name]["concurrency"]
+            shares[name] = coordinator.sync(
+                name, _report_rates(demand, used, used)
+            )["m"]
+            assert sum(s["rpm"] for s in shares.values()) <= 900 + 1e-9
+            assert sum(s["tpm"] for s in shares.values()) <= 90_000 + 1e-6
+        clock.now += 0.5
+    for name, share in shares.items():
+        assert share["rpm"] == pytest.approx(fair_rpm[name])
+        assert share["tpm"] == pytest.approx(fair_rpm[name] * 100)
+        # A slot of concurrency carries a ninth of each rate.
+        assert share["concurrency"] * 100 == pytest.approx(share["rpm"])
 
 
 def test_odd_slots_take_turns():

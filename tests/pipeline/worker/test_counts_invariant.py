@@ -107,7 +107,7 @@ async def test_a_writer_killed_mid_batch_leaves_consistent_counts(
     stop = asyncio.Event()
     reading = asyncio.create_task(reader.run(stop))
     await worker.start()
-    done = await wait_done(store, job["_id"], timeout_s=10)
+    done = await wait_done(store, job["_id"], timeout_s=30)
     await worker.stop()
     stop.set()
     await reading

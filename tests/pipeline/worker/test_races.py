@@ -260,7 +260,7 @@ async def test_a_retry_under_a_canceled_job_is_canceled(env, fake_thread):
     await worker.notify_job(await _cancel(store, job))
     await _wait_event(worker.swept)  # found nothing PENDING
     worker.calls_open.set()  # the call fails: a retry, under a cancel
-    done = await wait_done(store, job["_id"], timeout_s=5)
+    done = await wait_done(store, job["_id"], timeout_s=30)
     await worker.stop()
     assert done["status"] == "CANCELED"
     assert done["counts"] == {"PROCESSED": 0, "FAILED": 0, "CANCELED": 1}
@@ -283,7 +283,7 @@ async def test_a_lease_taken_back_under_a_cancel_is_canceled(env, fake_thread):
         {"_id": items[0]["_id"]},
         {"$set": {"leaseExpiresAt": utcnow() - timedelta(seconds=1)}},
     )
-    done = await wait_done(store, job["_id"], timeout_s=5)
+    done = await wait_done(store, job["_id"], timeout_s=30)
     await worker.stop()
     assert done["counts"] == {"PROCESSED": 0, "FAILED": 0, "CANCELED": 2}
     items = await job_items(store, job["_id"])
@@ -306,7 +306,7 @@ async def test_a_cancel_sweep_that_failed_is_retried(env, fake_thread):
     finally:
         proxy.restore()
     worker.calls_open.set()
-    done = await wait_done(store, job["_id"], timeout_s=10)
+    done = await wait_done(store, job["_id"], timeout_s=30)
     await worker.stop()
     assert done["status"] == "CANCELED"
     counts = done["counts"]

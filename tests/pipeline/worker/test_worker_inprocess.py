@@ -24,6 +24,7 @@ from tests.support.inprocess import (
     submit,
     wait_done,
 )
+from tests.support.net import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +34,30 @@ async def test_a_database_outage_loses_nothing(env, fake_thread):
     job = await submit(store, settings, fake_thread, 120, latency_ms=30)
     worker = make_worker(settings, store)
     await worker.notify_job(job)
-    for _ in range(600):  # until some results are written
-        done = await store.raw("items").count_documents(
-            {"status": "PROCESSED"}
-        )
-        if done >= 20:
-            break
-        await asyncio.sleep(0.05)
-    proxy.cut()
-    await asyncio.sleep(2)  # calls finish, writes fail and wait
-    proxy.restore()
+
+    async def some_written():
+        items = store.raw("items")
+        return await items.count_documents({"status": "PROCESSED"}) >= 20
+
+    await wait_until_async(some_written, what="20 results written")
+    log = io.StringIO()
+    configure_logging("INFO", stream=log)
+    try:
+        proxy.cut()
+
+        def held_unwritten():
+            # The calls running at the cut ended; a write of their
+            # outcomes failed, and they wait.
+            return (
+                '"result_write_failed"' in log.getvalue()
+                and fake_thread.stats("m1")["inFlight"] == 0
+                and worker.stats()["unwritten"] > 0
+            )
+
+        await wait_until_async(held_unwritten, what="a failed write")
+    finally:
+        proxy.restore()
+        configure_logging("INFO")
     done = await wait_done(store, job["_id"])
     await worker.stop()
     assert done["counts"] == {"PROCESSED": 120, "FAILED": 0, "CANCELED": 0}
