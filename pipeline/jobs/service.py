@@ -19,6 +19,7 @@ from pymongo import ReturnDocument
 
 from pipeline.errors import Conflict, InvalidTransition, NotFound
 from pipeline.jobs.item_ids import WINDOW_ITEMS, item_ids
+from pipeline.jobs.submission import release_idempotency_key
 from pipeline.logging import BusinessLogger
 from pipeline.states import JOB_TRANSITIONS, Actor, Status, sources
 from pipeline.store import Store, parse_object_id
@@ -28,6 +29,9 @@ from pipeline.store.document_collection import Document, not_deleted, utcnow
 
 S = Status
 business = BusinessLogger()
+
+#: Jobs whose submission is committed (the others are not shown).
+COMMITTED = {"submitting": {"$exists": False}}
 
 RESULT_FIELDS = {
     "_id": 1,
@@ -56,7 +60,10 @@ class JobService:
         Raises:
             NotFound: No such job, or another client's.
         """
-        query: dict[str, Any] = {"_id": parse_object_id(job_id, "job")}
+        query: dict[str, Any] = {
+            "_id": parse_object_id(job_id, "job"),
+            **COMMITTED,
+        }
         if client_id is not None:
             query["clientId"] = client_id
         job = await self._jobs.find_one(query)
@@ -87,7 +94,7 @@ class JobService:
         before: str | None,
     ) -> list[Document]:
         """The client's jobs, newest first, after cursor ``before``."""
-        query: dict[str, Any] = {"clientId": client_id}
+        query: dict[str, Any] = {"clientId": client_id, **COMMITTED}
         if before is not None:
             query["_id"] = {"$lt": parse_object_id(before, "cursor")}
         if status is not None:
@@ -177,6 +184,10 @@ class JobService:
                 actor=actor,
             )
         await self._jobs.soft_delete({"_id": job["_id"]}, actor=actor)
+        # The key may name a new job now.
+        await release_idempotency_key(
+            self._jobs.collection, job["_id"], job.get("idempotencyKey")
+        )
         business.log_operation("jobs", "delete", job_id=job_id)
         return job
 
