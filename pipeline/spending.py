@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from bson import ObjectId
 
+from pipeline.errors import QuotaExceeded
 from pipeline.store import Store
-from pipeline.usage import ClientUsage
+from pipeline.usage import BUDGET_RETRY_S, ClientUsage
 
 
 async def runs_spend(store: Store, client_id: ObjectId) -> float:
@@ -33,3 +34,39 @@ async def client_spend(store: Store, client_id: ObjectId) -> float:
         + usage.reserved_cost
         + await runs_spend(store, client_id)
     )
+
+
+class ChatCharges:
+    """The budget of chat completions: checked before, charged after.
+
+    A chat call is not reserved: its estimate must fit in what is left
+    when it starts, and its real cost is added to the client's spent
+    USD when it ends (calls already running may together pass the
+    budget by their own cost).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._usage = ClientUsage(store.raw("clients"))
+
+    async def check(
+        self, client_id: ObjectId, budget: float | None, estimate: float
+    ) -> None:
+        """Refuse a call whose estimate does not fit in the budget.
+
+        Raises:
+            QuotaExceeded: It does not fit.
+        """
+        if budget is None:
+            return
+        left = budget - await runs_spend(self._store, client_id)
+        if not await self._usage.within_budget(client_id, left, estimate):
+            raise QuotaExceeded(
+                f"the call's estimated cost ({estimate:.4f} USD) does not "
+                f"fit in the budget of {budget} USD",
+                retry_after=BUDGET_RETRY_S,
+            )
+
+    async def charge(self, client_id: ObjectId, key: str, cost: float) -> None:
+        """Add a finished call's cost to the client's spent USD."""
+        await self._usage.charge(client_id, key, cost)

@@ -30,7 +30,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from pipeline.clients import Quotas
+from pipeline.clients import Quotas, Usage
 from pipeline.errors import QuotaExceeded
 
 #: Keys of applied changes a client document keeps, per kind.
@@ -66,25 +66,6 @@ class UsageDelta:
             "usage.reservedCost": self.reserved_cost,
             "usage.spentCost": self.spent_cost,
         }
-
-
-@dataclass(frozen=True)
-class Usage:
-    """A client's counters as stored."""
-
-    pending_items: int = 0
-    reserved_cost: float = 0.0
-    spent_cost: float = 0.0
-
-    @classmethod
-    def from_doc(cls, client: dict[str, Any]) -> Usage:
-        """Read the counters of a client document."""
-        usage = client.get("usage") or {}
-        return cls(
-            int(usage.get("pendingItems", 0)),
-            float(usage.get("reservedCost", 0.0)),
-            float(usage.get("spentCost", 0.0)),
-        )
 
 
 def _counter(name: str) -> Any:
