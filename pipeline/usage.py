@@ -112,6 +112,13 @@ class ClientUsage:
         """
         room: dict[str, Any] = {}
         if quotas.max_pending_items is not None:
+            if items > quotas.max_pending_items:
+                raise QuotaExceeded(
+                    f"the job has {items} items; the quota is "
+                    f"{quotas.max_pending_items} pending items",
+                    retry_after=PENDING_QUOTA_RETRY_S,
+                )
+            # (A client without counters yet has none pending.)
             room["usage.pendingItems"] = {
                 "$not": {"$gt": quotas.max_pending_items - items}
             }
