@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from pipeline.errors import QuotaExceeded
-from pipeline.store import Store
+from pipeline.errors import DatabaseUnavailable, QuotaExceeded
+from pipeline.logging import get_logger
+from pipeline.store import Store, safe_operation
 from pipeline.usage import BUDGET_RETRY_S, ClientUsage
+
+log = get_logger(__name__)
 
 
 async def runs_spend(store: Store, client_id: ObjectId) -> float:
@@ -68,5 +71,17 @@ class ChatCharges:
             )
 
     async def charge(self, client_id: ObjectId, key: str, cost: float) -> None:
-        """Add a finished call's cost to the client's spent USD."""
-        await self._usage.charge(client_id, key, cost)
+        """Add a finished call's cost to the client's spent USD.
+
+        The answer is the client's whatever happens here: if the
+        database stays unreachable the charge is logged, not raised.
+        """
+        try:
+            await safe_operation(
+                lambda: self._usage.charge(client_id, key, cost),
+                what="charge a chat completion",
+            )
+        except DatabaseUnavailable:
+            log.warning(
+                "chat_charge_lost", client_id=str(client_id), cost=cost
+            )
