@@ -168,29 +168,8 @@ class JobSubmitter:
     ) -> Document:
         """Steps 2 to 4 of a submission (module docstring)."""
         client_id, total = job["clientId"], job["totalItems"]
-        other = (
-            await runs_spend(self._store, client_id)
-            if quotas.budget is not None
-            else 0.0
-        )
-        try:
-            await self._usage.reserve(
-                client_id,
-                quotas,
-                job["_id"],
-                total,
-                job["reservation"]["cost"],
-                other_spend=other,
-            )
-        except QuotaExceeded:
-            if not job.get("reserved"):
-                await self._jobs.delete_one(
-                    {"_id": job["_id"], "submitting": True, "reserved": False}
-                )
-            raise
-        await self._jobs.update_one(
-            {"_id": job["_id"]}, {"$set": {"reserved": True}}
-        )
+        if not job.get("reserved"):
+            await self._reserve(job, quotas)
         metadata = new_metadata(f"client:{client_id}")
         documents = [
             new_item(
@@ -236,6 +215,36 @@ class JobSubmitter:
             "jobs", "submit", job_id=str(job["_id"]), items=total
         )
         return committed
+
+    async def _reserve(self, job: Document, quotas: Quotas) -> None:
+        """Reserve the job's room in its client's quotas, or remove it.
+
+        Raises:
+            QuotaExceeded: It does not fit (the job is deleted).
+        """
+        client_id = job["clientId"]
+        other = (
+            await runs_spend(self._store, client_id)
+            if quotas.budget is not None
+            else 0.0
+        )
+        try:
+            await self._usage.reserve(
+                client_id,
+                quotas,
+                job["_id"],
+                job["totalItems"],
+                job["reservation"]["cost"],
+                other_spend=other,
+            )
+        except QuotaExceeded:
+            await self._jobs.delete_one(
+                {"_id": job["_id"], "submitting": True, "reserved": False}
+            )
+            raise
+        await self._jobs.update_one(
+            {"_id": job["_id"]}, {"$set": {"reserved": True}}
+        )
 
     async def _insert_items(self, documents: list[Document]) -> None:
         """Insert items; those an earlier try stored are left as they are."""
