@@ -2,8 +2,9 @@
 
 Started with the launcher the product uses for ``metasync up``
 (:class:`serve_app.local_services.FakeProviderProcess`, bound to
-127.0.0.1); this module adds the ``/_fake/*`` control routes a benchmark
-needs: behaviours per model, counters, reset.
+127.0.0.1) and driven with its control client
+(:class:`providers.fake.control.FakeControl`); this module adds the
+figures a benchmark reads off it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
+from providers.fake.control import FakeControl
 from serve_app.local_services import FakeProviderProcess, free_port
 
 
@@ -31,42 +31,37 @@ class FakeServer:
         child = self._process.child.process
         assert child is not None
         self.pid = child.pid
-        self._http = httpx2.Client(base_url=self.url, timeout=30)
+        self._control = FakeControl(self.url)
 
     def configure(self, models: dict[str, Any]) -> None:
         """Set the behaviours of some models (others keep theirs)."""
-        response = self._http.post("/_fake/config", json={"models": models})
-        response.raise_for_status()
+        self._control.configure(models)
 
     def reset(self) -> None:
         """Forget every counter (requests, peak in flight)."""
-        self._http.post("/_fake/reset").raise_for_status()
+        self._control.reset()
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """What the server saw, per model."""
-        models: dict[str, dict[str, Any]] = self._http.get(
-            "/_fake/stats"
-        ).json()["models"]
-        return models
+    def stats(self, model: str) -> dict[str, Any]:
+        """What the server saw of one model (zeros if never called)."""
+        return self._control.stats(model)
 
     def requests(self, models: list[str]) -> int:
         """Requests the server received for these models."""
-        seen = self.stats()
+        seen = self._control.models()
         return sum(int(seen.get(m, {}).get("requests", 0)) for m in models)
 
     def peaks(self, models: list[str]) -> list[int]:
         """Most requests in flight at once, per model."""
-        seen = self.stats()
+        seen = self._control.models()
         return [int(seen.get(m, {}).get("maxInFlight", 0)) for m in models]
 
     def arrivals(self, models: list[str]) -> list[float]:
         """When each request for these models arrived (epoch seconds)."""
-        seen = self.stats()
+        seen = self._control.models()
         return sorted(
             t for m in models for t in seen.get(m, {}).get("timestamps", ())
         )
 
     def stop(self) -> None:
         """Stop the process."""
-        self._http.close()
         self._process.stop()

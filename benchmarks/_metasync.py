@@ -128,19 +128,23 @@ class MetasyncPeer:
     Args:
         state_dir: Temporary state directory (database, logs, secrets).
         fake: The fake server the models point at.
+        worker_replicas: ``WORKER_REPLICAS`` (actors per provider).
     """
 
     name = "Metasync"
 
-    def __init__(self, state_dir: Path, fake: FakeServer) -> None:
+    def __init__(
+        self, state_dir: Path, fake: FakeServer, worker_replicas: int = 1
+    ) -> None:
         self.fake = fake
+        self.worker_replicas = worker_replicas
         self.db = CountingDatabase(state_dir, DB_NAME)
         empty = state_dir / "models.yaml"
         empty.write_text("models: []\n")
         os.environ.update(
             METASYNC_HOME=str(state_dir),
             MODELS_FILE=str(empty),
-            WORKER_REPLICAS="1",
+            WORKER_REPLICAS=str(worker_replicas),
             LOG_LEVEL="WARNING",
             DB_NAME=DB_NAME,
             DB_CONNECTION_STRING=self.db.uri,
@@ -176,41 +180,72 @@ class MetasyncPeer:
 
     # -- the catalog and the stack's processes ---------------------------
 
-    def add_models(self, workload: Workload) -> None:
-        """Put the workload's models in the catalog (once)."""
+    def _model_body(self, name: str, limits: dict[str, int]) -> dict[str, Any]:
         from providers.fake import fake_model_config
 
+        return {
+            "name": name,
+            "provider": "openai",
+            "config": fake_model_config(
+                "openai", name, self.fake.url, timeoutSeconds=60
+            ),
+            "limits": limits,
+        }
+
+    def add_models(
+        self, workload: Workload, limits: dict[str, int] | None = None
+    ) -> None:
+        """Put the workload's models in the catalog (once), with C as
+        their ``maxConcurrency`` unless ``limits`` says otherwise."""
+        limits = limits or {"maxConcurrency": workload.concurrency}
         for name in workload.model_names:
-            body = {
-                "name": name,
-                "provider": "openai",
-                "config": fake_model_config(
-                    "openai", name, self.fake.url, timeoutSeconds=60
-                ),
-                "limits": {"maxConcurrency": workload.concurrency},
-            }
             response = self.http.post(
-                "/admin/models", json=body, headers=self.admin
+                "/admin/models",
+                json=self._model_body(name, limits),
+                headers=self.admin,
             )
             if response.status_code != 409:
                 assert response.status_code == 201, response.text
 
-    def worker_stats(self) -> dict[str, Any]:
-        """The ``openai`` worker's own counters (``pid`` among them)."""
+    def set_limits(self, workload: Workload, limits: dict[str, int]) -> None:
+        """Replace the limits of the workload's models (the workers see
+        it at their next catalog refresh)."""
+        for name in workload.model_names:
+            response = self.http.put(
+                f"/admin/models/{name}",
+                json=self._model_body(name, limits),
+                headers=self.admin,
+            )
+            assert response.status_code == 200, response.text
+
+    def worker_stats(self, replica: int = 0) -> dict[str, Any]:
+        """One ``openai`` worker's own counters (``pid`` among them)."""
         import ray
 
         from pipeline.worker.names import worker_name
 
         handle = ray.get_actor(
-            worker_name("openai", 0), namespace=self.settings.ray_namespace
+            worker_name("openai", replica),
+            namespace=self.settings.ray_namespace,
         )
         return cast(dict[str, Any], ray.get(handle.stats.remote()))
 
-    def _usage(self, worker_pid: int) -> _Usage:
+    def worker_pids(self) -> list[int]:
+        """The processes of every ``openai`` worker replica."""
+        return [
+            int(self.worker_stats(r)["pid"])
+            for r in range(self.worker_replicas)
+        ]
+
+    def app_pids(self) -> list[int]:
+        """The processes of the Serve replicas (the HTTP app)."""
+        return _serve_replica_pids()
+
+    def _usage(self, worker_pids: list[int], app_pids: list[int]) -> _Usage:
         cpu = {
-            "worker": cpu_seconds(worker_pid),
+            "worker": sum(cpu_seconds(p) for p in worker_pids),
             "database": cpu_seconds(self.db.pid),
-            "app": sum(cpu_seconds(p) for p in _serve_replica_pids()),
+            "app": sum(cpu_seconds(p) for p in app_pids),
             "fake provider": cpu_seconds(self.fake.pid),
             "whole machine": machine_cpu_seconds(),
         }
@@ -318,7 +353,7 @@ class MetasyncPeer:
             for _ in range(workload.concurrency)
         ]
         self.wait([self.submit(warm)], time.monotonic() + timeout_s)
-        worker_pid = int(self.worker_stats()["pid"])
+        worker_pids, app_pids = self.worker_pids(), self.app_pids()
         items = [
             {"model": model, "userContent": text}
             for model, text in workload.prompts()
@@ -326,17 +361,17 @@ class MetasyncPeer:
         chunks = [
             items[i : i + job_size] for i in range(0, len(items), job_size)
         ]
-        spy = _start_profile(worker_pid, profile) if profile else None
+        spy = _start_profile(worker_pids[0], profile) if profile else None
         try:
             self.fake.reset()
-            before = self._usage(worker_pid)
+            before = self._usage(worker_pids, app_pids)
             started, started_at = time.perf_counter(), time.time()
             deadline = time.monotonic() + timeout_s
             job_ids = [self.submit(chunk) for chunk in chunks]
             posted = time.perf_counter() - started
             own_reads = self.wait(job_ids, deadline, (names, len(items)))
             elapsed = time.perf_counter() - started
-            after = self._usage(worker_pid)
+            after = self._usage(worker_pids, app_pids)
         finally:
             if spy is not None:
                 _stop_profile(spy)

@@ -14,27 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import httpx2
-
-#: Seconds to wait for a server to answer after starting it.
-START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from benchmarks._fake import FakeServer
 
 
 def _proc_stat(pid: str) -> tuple[str, int, float] | None:
@@ -92,74 +76,6 @@ def machine_cpu_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-class FakeProviderProcess:
-    """``python -m providers.fake`` on a free loopback port.
-
-    Args:
-        log_dir: Where its output goes (``fake-provider.log``).
-    """
-
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = (log_dir / "fake-provider.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "providers.fake",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.pid = self._process.pid
-        self._http = httpx2.Client(base_url=self.url, timeout=10)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                if self._http.get("/_fake/health").status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline or self._process.poll() is not None:
-                self.stop()
-                raise RuntimeError("the fake provider did not start")
-            time.sleep(0.1)
-
-    def configure(self, models: dict[str, Any]) -> None:
-        """Set the behaviours of some models (others keep theirs)."""
-        response = self._http.post("/_fake/config", json={"models": models})
-        response.raise_for_status()
-
-    def reset(self) -> None:
-        """Forget every counter."""
-        self._http.post("/_fake/reset").raise_for_status()
-
-    def stats(self, model: str) -> dict[str, Any]:
-        """What the server saw of one model (zeros if never called)."""
-        data = self._http.get("/_fake/stats").json()
-        found: dict[str, Any] = data["models"].get(
-            model, {"requests": 0, "maxInFlight": 0, "inFlight": 0}
-        )
-        return found
-
-    def stop(self) -> None:
-        """Stop the process."""
-        self._http.close()
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
-        self._log.close()
-
-
 class LocalStack:
     """SecantusDB, the fake provider and a local Ray cluster.
 
@@ -180,7 +96,7 @@ class LocalStack:
         self.state_dir = Path(tempfile.mkdtemp(prefix="msbench-stack-"))
         self.db_name = f"bench-{uuid.uuid4().hex[:8]}"
         self.mongo_uri = ""
-        self.fake: FakeProviderProcess | None = None
+        self.fake: FakeServer | None = None
         self._exit = contextlib.ExitStack()
         self._previous_env: dict[str, str | None] = {}
 
@@ -200,7 +116,7 @@ class LocalStack:
             SecantusDBServer(host="127.0.0.1", storage_path=":memory:", port=0)
         )
         self.mongo_uri = server.uri
-        self.fake = FakeProviderProcess(self.state_dir)
+        self.fake = FakeServer(self.state_dir)
         self._exit.callback(self.fake.stop)
         self._set_env(
             {

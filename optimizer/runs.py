@@ -23,6 +23,7 @@ from pymongo import ReturnDocument
 from pipeline.errors import InvalidTransition, NotFound
 from pipeline.store import Store, not_deleted, parse_object_id, safe_operation
 from pipeline.store.document_collection import Document, utcnow
+from pipeline.store.keyset import KeysetPage, newest_first
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -94,14 +95,14 @@ class RunStore:
         return found
 
     async def list_datasets(
-        self, client_id: ObjectId, *, limit: int, skip: int
-    ) -> list[Document]:
+        self, client_id: ObjectId, *, limit: int, cursor: str | None
+    ) -> KeysetPage:
         """A client's datasets, newest first, without their examples."""
-        return await self.datasets.read(
+        return await newest_first(
+            self.datasets,
             {"clientId": client_id},
-            sort=[("_id", -1)],
             limit=limit,
-            skip=skip,
+            cursor=cursor,
             projection={"examples": 0},
         )
 
@@ -133,14 +134,14 @@ class RunStore:
         return found
 
     async def list_runs(
-        self, client_id: ObjectId, *, limit: int, skip: int
-    ) -> list[Document]:
+        self, client_id: ObjectId, *, limit: int, cursor: str | None
+    ) -> KeysetPage:
         """A client's runs, newest first, without their saved state."""
-        return await self.runs.read(
+        return await newest_first(
+            self.runs,
             {"clientId": client_id},
-            sort=[("_id", -1)],
             limit=limit,
-            skip=skip,
+            cursor=cursor,
             projection={"state": 0},
         )
 
@@ -264,18 +265,28 @@ class RunStore:
         for their leases to lapse.
         """
         now = utcnow()
-        found = await self.runs.read(
+        # Active runs are few: the server filters by status alone (its
+        # index) and the rest is checked here.
+        found = await self.runs.collection.find(
+            {"status": {"$in": list(ACTIVE)}},
             {
-                "status": {"$in": list(ACTIVE)},
-                # Only its driver script holds a Python scorer: such a
-                # run waits for `optimize(resume=...)`.
-                "config.scorer.kind": {"$ne": "python"},
-                "$or": [
-                    {"leaseOwner": owner},
-                    {"leaseExpiresAt": None},
-                    {"leaseExpiresAt": {"$lt": now}},
-                ],
+                "_metadata.isDeleted": 1,
+                "config.scorer.kind": 1,
+                "leaseOwner": 1,
+                "leaseExpiresAt": 1,
             },
-            projection={"_id": 1},
-        )
-        return [doc["_id"] for doc in found]
+        ).to_list()
+        return [
+            doc["_id"]
+            for doc in found
+            if not doc["_metadata"]["isDeleted"]
+            # Only its driver script holds a Python scorer: such a run
+            # waits for `optimize(resume=...)`.
+            and ((doc.get("config") or {}).get("scorer") or {}).get("kind")
+            != "python"
+            and (
+                doc.get("leaseOwner") == owner
+                or doc.get("leaseExpiresAt") is None
+                or doc["leaseExpiresAt"] < now
+            )
+        ]

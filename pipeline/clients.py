@@ -22,6 +22,7 @@ from pipeline.security import (
 )
 from pipeline.store import Store, parse_object_id
 from pipeline.store.document_collection import Document
+from pipeline.store.keyset import newest_first
 
 business = BusinessLogger()
 
@@ -146,12 +147,17 @@ class ClientService:
         )
         return Client.from_doc(document), issued
 
-    async def list(self, *, limit: int, skip: int) -> list[Client]:
-        """Live clients, newest first."""
-        documents = await self._docs.read(
-            {}, sort=[("_id", -1)], limit=limit, skip=skip
-        )
-        return [Client.from_doc(d) for d in documents]
+    async def list(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[Client], str | None]:
+        """Live clients, newest first, after ``cursor``.
+
+        Returns:
+            The page and the cursor of the next one (None: the last).
+        """
+        page = await newest_first(self._docs, {}, limit=limit, cursor=cursor)
+        clients = [Client.from_doc(d) for d in page.documents]
+        return clients, page.next_cursor
 
     async def get(self, client_id: str) -> Client:
         """A live client by id.

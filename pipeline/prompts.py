@@ -17,6 +17,7 @@ from pipeline.errors import Conflict, NotFound
 from pipeline.logging import BusinessLogger
 from pipeline.store import Store, parse_object_id
 from pipeline.store.document_collection import Document, utcnow
+from pipeline.store.keyset import KeysetPage, newest_first
 from pipeline.templates import placeholders
 
 business = BusinessLogger()
@@ -50,14 +51,11 @@ class PromptService:
         return prompt
 
     async def list(
-        self, client_id: ObjectId, *, limit: int, skip: int
-    ) -> list[Document]:
-        """The client's live prompts, newest first."""
-        return await self._prompts.read(
-            {"clientId": client_id},
-            sort=[("_id", -1)],
-            limit=limit,
-            skip=skip,
+        self, client_id: ObjectId, *, limit: int, cursor: str | None
+    ) -> KeysetPage:
+        """The client's live prompts, newest first, after ``cursor``."""
+        return await newest_first(
+            self._prompts, {"clientId": client_id}, limit=limit, cursor=cursor
         )
 
     async def get(self, client_id: ObjectId, prompt_id: str) -> Document:

@@ -76,6 +76,8 @@ class Settings:
     max_request_bytes: int = 64 * 2**20
     #: Seconds a claimed item stays leased to its worker.
     lease_seconds: float = 300.0
+    #: Seconds a result cache entry lives (the server's TTL index).
+    cache_ttl_seconds: int = 7 * 24 * 3600
     #: Worker actors per provider (each serves all the provider's models).
     worker_replicas: int = 1
     #: Ray namespace holding the named worker and limiter actors.
@@ -168,6 +170,7 @@ class Settings:
             "MAX_REQUEST_BYTES": self.max_request_bytes,
             "LEASE_SECONDS": self.lease_seconds,
             "WORKER_REPLICAS": self.worker_replicas,
+            "CACHE_TTL_SECONDS": self.cache_ttl_seconds,
         }
         for name, value in positive.items():
             if value <= 0:

@@ -75,7 +75,7 @@ class AppContext:
             ),
             settings.db_name,
         )
-        await store.ensure_indexes()
+        await store.ensure_indexes(cache_ttl_s=settings.cache_ttl_seconds)
         catalog = ModelCatalog(store)
         await catalog.seed(_seed_specs(settings.models_file))
         prompts = PromptService(store)

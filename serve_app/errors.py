@@ -17,12 +17,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from pipeline.errors import DatabaseUnavailable, MetasyncError
 from pipeline.logging import get_logger
+from pipeline.store.retry import throttle_delay_s
 
 log = get_logger(__name__)
 
@@ -120,11 +121,26 @@ async def _database(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _server_refused(request: Request, error: Exception) -> JSONResponse:
+    """A throttled database (Cosmos DB) is a 503 with its own wait."""
+    delay = throttle_delay_s(error)
+    if delay is None:
+        raise error  # any other refusal is a bug: a 500
+    return await _domain(
+        request,
+        DatabaseUnavailable(
+            "the database is busy; retry later",
+            details={"retryAfter": delay},
+        ),
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(MetasyncError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(ConnectionFailure, _database)
+    app.add_exception_handler(OperationFailure, _server_refused)
     # Anything else is answered by RequestContextMiddleware: a 500 with
     # the request id and no trace.

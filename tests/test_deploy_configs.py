@@ -51,3 +51,41 @@ def test_models_yaml_seed_is_valid_and_simulated_models_need_no_keys():
     for spec in specs:
         assert spec.simulated and spec.description.startswith("SIMULATED")
         assert spec.config["auth"] == "none"
+
+
+#: Variables that hold secrets: they may only come from a secret file.
+SECRET_NAMES = (
+    "RAY_AUTH_TOKEN",
+    "DB_CONNECTION_STRING",
+    "ADMIN_API_KEY",
+    "API_KEY_PEPPER",
+    "DOCS_SECRET",
+)
+
+
+def _start_commands(config: dict) -> dict[str, str]:
+    return {
+        role: " ".join(config[f"{role}_start_ray_commands"])
+        for role in ("head", "worker")
+    }
+
+
+def test_ray_cluster_requires_token_auth_from_a_secret_file():
+    text = (ROOT / "ray_cluster.yaml").read_text()
+    config = yaml.safe_load(text)
+    for role, commands in _start_commands(config).items():
+        settings = dict(
+            word.split("=", 1)
+            for word in commands.split()
+            if "=" in word and word.split("=", 1)[0].isupper()
+        )
+        assert settings.get("RAY_AUTH_MODE") == "token", role
+        token_path = settings.get("RAY_AUTH_TOKEN_PATH", "")
+        assert token_path.startswith("/etc/"), (role, token_path)
+        # The secrets come from the node's secret file, sourced first.
+        assert ". /etc/metasync.env" in commands, role
+    head = _start_commands(config)["head"]
+    assert "--dashboard-host=127.0.0.1" in head
+    for name in SECRET_NAMES:
+        assert f"{name}=" not in text, f"{name} is set inline"
+    assert "_KEY=" not in text, "a provider key is set inline"

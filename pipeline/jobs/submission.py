@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
@@ -299,12 +299,14 @@ class JobSubmitter:
         """
         cutoff = utcnow() - ABANDONED_AFTER
         cleaned = 0
+        # By the flag alone (its sparse index; the few uncommitted jobs
+        # are then checked for age here).
         async for job in self._jobs.find(
-            {
-                "submitting": {"$in": [True, ABANDONED]},
-                "_metadata.createdAt": {"$lt": cutoff},
-            }
+            {"submitting": {"$in": [True, ABANDONED]}}
         ):
+            created = job["_metadata"]["createdAt"].replace(tzinfo=UTC)
+            if created >= cutoff:
+                continue
             # Taken over first, so a late retry cannot commit it.
             await self._jobs.update_one(
                 {"_id": job["_id"], "submitting": True},

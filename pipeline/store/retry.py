@@ -1,14 +1,16 @@
 """A retry wrapper for database operations that fail transiently.
 
 The driver already retries a single read or write once; this wrapper
-rides out a database that is briefly gone (a restart, a failover) and,
-when it stays gone, raises :class:`DatabaseUnavailable` (a 503) instead
-of a driver exception.
+rides out a database that is briefly gone (a restart, a failover) or
+throttling (Azure Cosmos DB's error 16500, which says how long to wait)
+and, when it stays gone, raises :class:`DatabaseUnavailable` (a 503)
+instead of a driver exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -16,6 +18,7 @@ from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
     NetworkTimeout,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
 )
@@ -37,9 +40,39 @@ TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (
 )
 
 
+#: Azure Cosmos DB for MongoDB (RU): request rate too large. The request
+#: was not executed, so any operation may be sent again.
+COSMOS_THROTTLED = 16500
+
+#: Wait on a throttling error that names no delay.
+DEFAULT_THROTTLE_S = 0.1
+
+_RETRY_AFTER_MS = re.compile(r"RetryAfterMs=(\d+)")
+
+
+def throttle_delay_s(error: BaseException) -> float | None:
+    """How long the server asked to wait, if ``error`` is throttling.
+
+    Cosmos DB puts ``RetryAfterMs=<n>`` in the error message.
+
+    Returns:
+        Seconds to wait, or None when ``error`` is not throttling.
+    """
+    if not isinstance(error, OperationFailure):
+        return None
+    if error.code != COSMOS_THROTTLED:
+        return None
+    reply = error.details or {}
+    message = str(reply.get("errmsg") or error)
+    found = _RETRY_AFTER_MS.search(message)
+    return int(found.group(1)) / 1000 if found else DEFAULT_THROTTLE_S
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a driver error may go away on retry."""
     if isinstance(error, TRANSIENT_ERRORS):
+        return True
+    if throttle_delay_s(error) is not None:
         return True
     return isinstance(error, PyMongoError) and (
         error.has_error_label("TransientTransactionError")
@@ -86,8 +119,8 @@ async def safe_operation(
             log.warning(
                 "database_retry", what=what, attempt=attempt, error=str(error)
             )
-            # Between half and one and a half times the doubling delay.
-            await asyncio.sleep(
-                backoff_s(attempt, 1.5 * base_delay_s, jitter=2 / 3)
-            )
+            # Between half and one and a half times the doubling delay,
+            # and never sooner than a throttling server asked.
+            delay = backoff_s(attempt, 1.5 * base_delay_s, jitter=2 / 3)
+            await asyncio.sleep(max(delay, throttle_delay_s(error) or 0.0))
     raise AssertionError("unreachable")

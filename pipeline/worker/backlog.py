@@ -44,6 +44,7 @@ class JobTrack:
         canceling: A sweep canceling its pending items is running.
         loading: A window read is running.
         requeues: The job's requeue generation already swept.
+        requeuing: A requeue sweep is running.
         started: Whether the job is known to have started.
     """
 
@@ -60,6 +61,7 @@ class JobTrack:
     canceled: bool = False
     canceling: bool = False
     requeues: int = 0
+    requeuing: bool = False
     started: bool = False
 
     @property

@@ -255,9 +255,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
         if canceled and not track.canceled:
             track.canceled = True
             self._cancel_pending(track)
-        if job.requeues > track.requeues:
-            track.requeues = job.requeues
-            self._spawn(self._sweep(track, S.FAILED, S.PENDING, job.requeues))
+        if job.requeues > track.requeues and not track.requeuing:
+            track.requeuing = True
+            self._spawn(self._requeue(track, job.requeues))
 
     async def _read_window(self, track: JobTrack) -> None:
         window = track.windows[0]
@@ -310,6 +310,25 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 track.canceling = False
 
         self._spawn(sweep())
+
+    async def _requeue(self, track: JobTrack, generation: int) -> None:
+        """Sweep a requeued job's failed items back to PENDING.
+
+        The generation counts as swept only once the sweep succeeded: if
+        it fails, the poll finds the job still requeued and runs it again
+        (it moves each item once per generation, so nothing twice).
+        """
+        try:
+            await self._sweep(track, S.FAILED, S.PENDING, generation)
+            track.requeues = generation
+        except Exception as error:
+            log.warning(
+                "requeue_sweep_failed",
+                job_id=str(track.job_id),
+                error=str(error),
+            )
+        finally:
+            track.requeuing = False
 
     async def _cancel_items(self, items: list[Item]) -> None:
         """Cancel items of canceled jobs that went back to PENDING.

@@ -153,9 +153,11 @@ class ItemStore:
 
     async def leased_count(self, job_id: ObjectId) -> int:
         """How many items of a job are leased (PROCESSING)."""
-        return await self.items.count_documents(
-            {"leaseExpiresAt": {"$gte": LEASED}, "jobId": job_id}
+        # Through the lease index alone (see JobService.processing_counts).
+        leased = self.items.find(
+            {"leaseExpiresAt": {"$gte": LEASED}}, {"jobId": 1}
         )
+        return sum([item["jobId"] == job_id async for item in leased])
 
     async def leased_items(self, models: Iterable[str]) -> list[Item]:
         """Items of ``models`` currently leased (in flight somewhere).
@@ -163,14 +165,17 @@ class ItemStore:
         Only the fields lease recovery needs (:data:`LEASE_FIELDS`); read
         the rest with :meth:`items_by_id` for the items it requeues.
         """
-        return await self.items.find(
-            {
-                "leaseExpiresAt": {"$gte": LEASED},
-                "status": S.PROCESSING,
-                "model": {"$in": sorted(models)},
-            },
-            LEASE_FIELDS,
-        ).to_list()
+        # Through the lease index alone (see JobService.processing_counts).
+        wanted = set(models)
+        leased = self.items.find(
+            {"leaseExpiresAt": {"$gte": LEASED}},
+            {**LEASE_FIELDS, "status": 1, "model": 1},
+        )
+        return [
+            {key: item[key] for key in LEASE_FIELDS if key in item}
+            async for item in leased
+            if item.get("status") == S.PROCESSING and item["model"] in wanted
+        ]
 
     async def items_by_id(self, ids: list[ObjectId]) -> list[Item]:
         """Items (everything a worker needs of them) by their ids."""

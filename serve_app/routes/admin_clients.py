@@ -13,7 +13,7 @@ from serve_app.schemas.clients import (
     ClientOut,
     ClientWithKey,
 )
-from serve_app.schemas.common import MAX_OFFSET, error_responses
+from serve_app.schemas.common import Cursor, error_responses
 
 router = APIRouter(
     prefix="/admin/clients",
@@ -22,7 +22,6 @@ router = APIRouter(
 )
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 @router.post(
@@ -43,14 +42,18 @@ async def create_client(
 
 @router.get("", responses=error_responses(400))
 async def list_clients(
-    context: Context, admin: AdminKey, limit: Limit = 100, offset: Offset = 0
+    context: Context,
+    admin: AdminKey,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> ClientList:
-    """Active clients, newest first."""
-    clients = await context.clients.list(limit=limit, skip=offset)
+    """Active clients, newest first; pass ``nextCursor`` as ``cursor``."""
+    clients, next_cursor = await context.clients.list(
+        limit=limit, cursor=cursor
+    )
     return ClientList(
         items=[ClientOut.from_client(c) for c in clients],
-        limit=limit,
-        offset=offset,
+        next_cursor=next_cursor,
     )
 
 

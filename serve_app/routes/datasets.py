@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pipeline.errors import ValidationFailed
 from serve_app.deps import Context, CurrentClient
 from serve_app.errors import field_path
-from serve_app.schemas.common import MAX_OFFSET, error_responses
+from serve_app.schemas.common import Cursor, error_responses
 from serve_app.schemas.runs import (
     DatasetIn,
     DatasetList,
@@ -116,16 +116,15 @@ async def list_datasets(
     context: Context,
     client: CurrentClient,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    cursor: Cursor = None,
 ) -> DatasetList:
     """The client's datasets, newest first."""
-    documents = await context.runs.runs.list_datasets(
-        client.id, limit=limit, skip=offset
+    page = await context.runs.runs.list_datasets(
+        client.id, limit=limit, cursor=cursor
     )
     return DatasetList(
-        items=[DatasetOut.from_doc(d) for d in documents],
-        limit=limit,
-        offset=offset,
+        items=[DatasetOut.from_doc(d) for d in page.documents],
+        next_cursor=page.next_cursor,
     )
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pipeline.jobs.shapes import JobOptions, job_summary
 from pipeline.states import Actor, Status
 from serve_app.deps import Context, CurrentClient
-from serve_app.schemas.common import MAX_OFFSET, error_responses
+from serve_app.schemas.common import MAX_OFFSET, Cursor, error_responses
 from serve_app.schemas.jobs import (
     ItemOut,
     JobCreate,
@@ -78,17 +78,17 @@ async def list_jobs(
     client: CurrentClient,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> JobList:
     """The client's jobs, newest first."""
-    jobs = await context.jobs.list_jobs(
-        client.id, status=status_filter, limit=limit, before=cursor
+    page = await context.jobs.list_jobs(
+        client.id, status=status_filter, limit=limit, cursor=cursor
     )
+    jobs = page.documents
     leased = await context.jobs.processing_counts([j["_id"] for j in jobs])
-    next_cursor = str(jobs[-1]["_id"]) if len(jobs) == limit else None
     return JobList(
         items=[JobOut.from_doc(j, leased[j["_id"]]) for j in jobs],
-        next_cursor=next_cursor,
+        next_cursor=page.next_cursor,
     )
 
 

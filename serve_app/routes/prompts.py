@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from serve_app.deps import Context, CurrentClient
-from serve_app.schemas.common import MAX_OFFSET, error_responses
+from serve_app.schemas.common import Cursor, error_responses
 from serve_app.schemas.prompts import PromptList, PromptOut, PromptWrite
 
 router = APIRouter(
@@ -37,14 +37,13 @@ async def list_prompts(
     context: Context,
     client: CurrentClient,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    cursor: Cursor = None,
 ) -> PromptList:
     """The client's prompts (latest versions), newest first."""
-    documents = await context.prompts.list(client.id, limit=limit, skip=offset)
+    page = await context.prompts.list(client.id, limit=limit, cursor=cursor)
     return PromptList(
-        items=[PromptOut.from_doc(d) for d in documents],
-        limit=limit,
-        offset=offset,
+        items=[PromptOut.from_doc(d) for d in page.documents],
+        next_cursor=page.next_cursor,
     )
 
 

@@ -14,7 +14,7 @@ from optimizer.report import render_html, summarize
 from pipeline.errors import Conflict, ValidationFailed
 from serve_app.deps import Context, CurrentClient
 from serve_app.errors import field_path
-from serve_app.schemas.common import MAX_OFFSET, error_responses
+from serve_app.schemas.common import Cursor, error_responses
 from serve_app.schemas.prompts import PromptOut
 from serve_app.schemas.runs import PromoteIn, RunIn, RunList, RunOut
 
@@ -65,16 +65,15 @@ async def list_runs(
     context: Context,
     client: CurrentClient,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    cursor: Cursor = None,
 ) -> RunList:
     """The client's runs, newest first (without candidates)."""
-    documents = await context.runs.runs.list_runs(
-        client.id, limit=limit, skip=offset
+    page = await context.runs.runs.list_runs(
+        client.id, limit=limit, cursor=cursor
     )
     return RunList(
-        items=[RunOut.from_doc(d, detail=False) for d in documents],
-        limit=limit,
-        offset=offset,
+        items=[RunOut.from_doc(d, detail=False) for d in page.documents],
+        next_cursor=page.next_cursor,
     )
 
 

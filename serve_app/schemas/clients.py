@@ -69,8 +69,10 @@ class ClientWithKey(ClientOut):
 
 
 class ClientList(ApiModel):
-    """``GET /admin/clients``."""
+    """``GET /admin/clients``, newest first.
+
+    Pass ``nextCursor`` as ``cursor`` for the next page.
+    """
 
     items: list[ClientOut]
-    limit: int
-    offset: int
+    next_cursor: str | None

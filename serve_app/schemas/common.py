@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -29,11 +30,15 @@ class RequestModel(ApiModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
-class Page(ApiModel):
-    """Offset pagination of a small collection."""
-
-    limit: int
-    offset: int
+#: The ``cursor`` query parameter of a keyset listing: the previous
+#: page's ``nextCursor`` (opaque), absent for the first page.
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="The previous page's `nextCursor`; omit for the first.",
+    ),
+]
 
 
 def metadata_times(document: dict[str, Any]) -> dict[str, datetime | None]:

@@ -50,8 +50,7 @@ class PromptOut(ApiModel):
 
 
 class PromptList(ApiModel):
-    """``GET /prompts``."""
+    """``GET /prompts``: newest first; pass ``nextCursor`` as ``cursor``."""
 
     items: list[PromptOut]
-    limit: int
-    offset: int
+    next_cursor: str | None

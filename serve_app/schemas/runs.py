@@ -60,11 +60,10 @@ class DatasetOut(ApiModel):
 
 
 class DatasetList(ApiModel):
-    """A page of datasets."""
+    """A page of datasets; pass ``nextCursor`` as ``cursor``."""
 
     items: list[DatasetOut]
-    limit: int
-    offset: int
+    next_cursor: str | None
 
 
 class WorkingPromptIn(RequestModel):
@@ -196,11 +195,13 @@ class RunOut(ApiModel):
 
 
 class RunList(ApiModel):
-    """A page of runs (without candidates)."""
+    """A page of runs (without candidates).
+
+    Pass ``nextCursor`` as ``cursor`` for the next page.
+    """
 
     items: list[RunOut]
-    limit: int
-    offset: int
+    next_cursor: str | None
 
 
 class PromoteIn(RequestModel):

@@ -82,6 +82,7 @@ def test_production_with_everything_given():
         ("MAX_ITEMS_PER_BATCH", "5000"),
         ("MAX_ITEMS_PER_JOB", "20000000"),
         ("METASYNC_ENV", "staging"),
+        ("CACHE_TTL_SECONDS", "0"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path, variable, value):
@@ -97,8 +98,10 @@ def test_numbers_are_parsed(tmp_path):
             "POLL_INTERVAL": "2.5",
             "MAX_ITEMS_PER_BATCH": "20",
             "DB_NAME": "other",
+            "CACHE_TTL_SECONDS": "3600",
         }
     )
+    assert settings.cache_ttl_seconds == 3600
     assert settings.poll_interval == 2.5
     assert settings.max_items_per_batch == 20
     assert settings.db_name == "other"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -16,6 +19,7 @@ from providers.fake import (
     FakeConfig,
     FakeProviderServer,
 )
+from providers.fake.control import NEVER_CALLED, FakeControl
 
 pytestmark = pytest.mark.anyio
 
@@ -259,6 +263,30 @@ async def test_control_endpoints_over_http(
     assert fake.stats("ctl")["requests"] == 0
     async with session.get(f"{fake.url}/_fake/health") as response:
         assert response.status == 200
+
+
+def test_the_control_client(fake: FakeProviderServer) -> None:
+    control = FakeControl(fake.url)
+    assert control.healthy()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        control.configure({"ctl2": {"faults": [{"kind": "nope"}]}})
+    assert refused.value.code == 400
+    assert control.stats("ctl2") == NEVER_CALLED
+
+    control.configure({"ctl2": {"reply": "configured"}})
+    request = urllib.request.Request(
+        f"{fake.url}/v1/chat/completions",
+        data=json.dumps(chat_body("ctl2")).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        answer = json.loads(reply.read())
+    assert answer["choices"][0]["message"]["content"] == "configured"
+    assert control.stats("ctl2")["requests"] == 1
+    assert control.models()["ctl2"]["maxInFlight"] == 1
+    control.reset()
+    assert control.stats("ctl2")["requests"] == 0
+    assert not FakeControl("http://127.0.0.1:9").healthy()
 
 
 async def test_malformed_requests_get_the_vendors_400(

@@ -3,7 +3,7 @@
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
-from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 from starlette.testclient import TestClient
 
 from pipeline.errors import (
@@ -34,6 +34,18 @@ RAISED = {
     "quota": QuotaExceeded("slow", retry_after=2.4),
     "database": DatabaseUnavailable("down"),
     "driver": ServerSelectionTimeoutError("no servers"),
+    # Cosmos DB's reply to a request over the provisioned throughput.
+    "throttled": OperationFailure(
+        "Error=16500, RetryAfterMs=1500, Details='TooManyRequests (429)'",
+        code=16500,
+        details={
+            "ok": 0.0,
+            "errmsg": "Error=16500, RetryAfterMs=1500, Details='...'",
+            "code": 16500,
+            "codeName": "RequestRateTooLarge",
+        },
+    ),
+    "server-error": OperationFailure("bad", code=2, details={"ok": 0.0}),
     "bug": RuntimeError("secret internals"),
 }
 
@@ -77,6 +89,8 @@ def client():
         ("quota", 429, "quota_exceeded"),
         ("database", 503, "database_unavailable"),
         ("driver", 503, "database_unavailable"),
+        ("throttled", 503, "database_unavailable"),
+        ("server-error", 500, "internal_error"),
         ("bug", 500, "internal_error"),
     ],
 )
@@ -98,6 +112,9 @@ def test_details_travel_with_the_error(client):
         {"field": "items[2].model", "message": "unknown"}
     ]
     response = client.get("/raise/quota")
+    assert response.headers["Retry-After"] == "2"
+    # The database's own wait (1.5 s), rounded.
+    response = client.get("/raise/throttled")
     assert response.headers["Retry-After"] == "2"
 
 

@@ -314,6 +314,34 @@ async def test_a_cancel_sweep_that_failed_is_retried(env, fake_thread):
     assert counts["CANCELED"] == 18
 
 
+async def test_a_requeue_sweep_that_failed_is_retried(env, fake_thread):
+    store, proxy, settings = env
+    job = await submit(store, settings, fake_thread, 3, max_attempts=1)
+    _fail_calls(fake_thread, "m1", range(1, 4))
+    first = make_worker(settings, store)
+    await first.notify_job(job)
+    assert (await wait_done(store, job["_id"]))["counts"]["FAILED"] == 3
+    await first.stop()
+
+    _fail_calls(fake_thread, "m1", ())
+    worker = make_worker(settings, store, cls=_Gated)
+    await worker.start()
+    requeued = await JobService(store).requeue(str(job["_id"]))
+    proxy.cut()
+    try:
+        await worker.notify_job(requeued)
+        await _wait_event(worker.sweep_failed)
+    finally:
+        proxy.restore()
+    worker.calls_open.set()
+    # The poll finds the job still requeued and sweeps it again.
+    done = await wait_done(store, job["_id"], timeout_s=15)
+    await worker.stop()
+    assert done["counts"] == {"PROCESSED": 3, "FAILED": 0, "CANCELED": 0}
+    items = await job_items(store, job["_id"])
+    assert [i["status"] for i in items] == ["PROCESSED"] * 3
+
+
 # -- leases of items held back by a rate limit ---------------------------
 
 
