@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,25 @@ class Quotas(BaseModel):
 
 
 @dataclass(frozen=True)
+class Usage:
+    """A client's usage counters as stored (see :mod:`pipeline.usage`)."""
+
+    pending_items: int = 0
+    reserved_cost: float = 0.0
+    spent_cost: float = 0.0
+
+    @classmethod
+    def from_doc(cls, client: Mapping[str, Any]) -> Usage:
+        """Read the counters of a client document."""
+        usage = client.get("usage") or {}
+        return cls(
+            int(usage.get("pendingItems", 0)),
+            float(usage.get("reservedCost", 0.0)),
+            float(usage.get("spentCost", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
 class Client:
     """A stored client, typed: read with :meth:`from_doc` everywhere.
 
@@ -49,6 +69,7 @@ class Client:
         key_hash: The HMAC of its key (never shown).
         active: False once deactivated: its key stops working.
         quotas: Its limits (unset: unlimited).
+        usage: What it holds and spent of them.
         created_at: When it was registered.
         updated_at: When it last changed.
     """
@@ -59,6 +80,7 @@ class Client:
     key_hash: str
     active: bool
     quotas: Quotas
+    usage: Usage = Usage()
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -78,6 +100,7 @@ class Client:
             key_hash=doc["keyHash"],
             active=bool(doc["active"]),
             quotas=Quotas.model_validate(doc.get("quotas") or {}),
+            usage=Usage.from_doc(doc),
             created_at=metadata.get("createdAt"),
             updated_at=metadata.get("updatedAt"),
         )

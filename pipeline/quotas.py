@@ -1,8 +1,9 @@
 """Per-client request rate quotas (a sliding one-minute window).
 
 Each API replica keeps its own window, so with R replicas a client may
-get up to R times its quota; pending-item and budget quotas are checked
-against the database and hold exactly.
+get up to R times its quota; pending-item and budget quotas are counters
+on the client document, reserved atomically (:mod:`pipeline.usage`), and
+hold across replicas.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pymongo import ReturnDocument
 
 from pipeline.errors import Conflict, InvalidTransition, NotFound
 from pipeline.jobs.item_ids import WINDOW_ITEMS, item_ids
+from pipeline.jobs.submission import release_idempotency_key
 from pipeline.logging import BusinessLogger
 from pipeline.states import JOB_TRANSITIONS, Actor, Status, sources
 from pipeline.store import Store, parse_object_id
@@ -29,6 +30,9 @@ from pipeline.store.keyset import KeysetPage, newest_first
 
 S = Status
 business = BusinessLogger()
+
+#: Jobs whose submission is committed (the others are not shown).
+COMMITTED = {"submitting": {"$exists": False}}
 
 RESULT_FIELDS = {
     "_id": 1,
@@ -57,7 +61,10 @@ class JobService:
         Raises:
             NotFound: No such job, or another client's.
         """
-        query: dict[str, Any] = {"_id": parse_object_id(job_id, "job")}
+        query: dict[str, Any] = {
+            "_id": parse_object_id(job_id, "job"),
+            **COMMITTED,
+        }
         if client_id is not None:
             query["clientId"] = client_id
         job = await self._jobs.find_one(query)
@@ -94,9 +101,16 @@ class JobService:
         query: dict[str, Any] = {"clientId": client_id}
         if status is not None:
             query["status"] = status.value
-        return await newest_first(
+        page = await newest_first(
             self._jobs, query, limit=limit, cursor=cursor
         )
+        # Uncommitted submissions are left out here, not in the query:
+        # the listing's index holds only the fields above (a page may
+        # then hold fewer jobs; the cursor still goes on).
+        page.documents[:] = [
+            job for job in page.documents if "submitting" not in job
+        ]
+        return page
 
     async def results_page(
         self, job: Document, cursor: int, limit: int, status: Status | None
@@ -181,6 +195,10 @@ class JobService:
                 actor=actor,
             )
         await self._jobs.soft_delete({"_id": job["_id"]}, actor=actor)
+        # The key may name a new job now.
+        await release_idempotency_key(
+            self._jobs.collection, job["_id"], job.get("idempotencyKey")
+        )
         business.log_operation("jobs", "delete", job_id=job_id)
         return job
 

@@ -40,13 +40,23 @@ def new_job(
     models: list[str],
     providers: list[str],
     request_hash: str | None,
+    *,
+    estimated_cost: float = 0.0,
 ) -> Document:
-    """A job document, ready to insert (the commit point of a submit)."""
+    """A job document, ready to insert, not yet committed.
+
+    It is ``submitting`` (ignored by workers and listings) until its
+    items are stored (:mod:`pipeline.jobs.submission`); ``reservation``
+    is what it holds of its client's quotas.
+    """
     job: Document = {
         "_id": job_id,
         "clientId": client_id,
         "status": Status.PENDING.value,
-        "active": True,
+        "submitting": True,
+        "active": False,
+        "reserved": False,
+        "reservation": {"items": total, "cost": estimated_cost},
         "totalItems": total,
         "itemBase": item_base,
         "counts": initial_counts(),
@@ -76,6 +86,7 @@ def new_item(
     fields: dict[str, Any],
     max_attempts: int,
     metadata: Document,
+    estimated_cost: float = 0.0,
 ) -> Document:
     """An item document; ``fields`` holds the validated, rendered request.
 
@@ -89,6 +100,8 @@ def new_item(
             ``maxTokens``.
         max_attempts: Attempts allowed.
         metadata: The shared ``_metadata`` block of the batch.
+        estimated_cost: Its estimated cost (USD), reserved of its
+            client's budget until it reaches a final status.
 
     Returns:
         The document.
@@ -102,6 +115,7 @@ def new_item(
         "status": Status.PENDING.value,
         "attempts": 0,
         "maxAttempts": max_attempts,
+        "estCost": estimated_cost,
         "_metadata": metadata,
     }
 

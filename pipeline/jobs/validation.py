@@ -15,6 +15,7 @@ from bson import ObjectId
 
 from pipeline.catalog import ModelCatalog
 from pipeline.errors import ValidationFailed
+from pipeline.jobs.estimate import estimate_cost, model_pricing
 from pipeline.prompts import PromptService
 from pipeline.templates import missing_variables, render
 
@@ -46,11 +47,14 @@ class ValidatedBatch:
         fields: Per item, the stored request fields.
         models: Model names used.
         providers: Providers of those models.
+        estimates: Per item, its estimated cost in USD
+            (:mod:`pipeline.jobs.estimate`).
     """
 
     fields: list[dict[str, Any]]
     models: list[str]
     providers: list[str]
+    estimates: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -128,7 +132,9 @@ async def validate_items(
 
     seen_ids: dict[str, int] = {}
     stored: list[dict[str, Any]] = []
+    estimates: list[float] = []
     for index, item in enumerate(items):
+        system_chars = len(item.system_prompt or "")
         if item.model not in models:
             problems.bad_models.add(item.model)
             problems.add(
@@ -170,13 +176,23 @@ async def validate_items(
                 fields["userContent"] = _user_content(
                     index, item, prompt, problems
                 )
+                system_chars = len(prompt.get("systemPrompt") or "")
         stored.append(fields)
+        if item.model in models:
+            estimates.append(
+                estimate_cost(
+                    model_pricing(models[item.model]),
+                    system_chars + len(fields.get("userContent") or ""),
+                    item.max_tokens,
+                )
+            )
     problems.raise_if_any()
     used = {item.model for item in items}
     return ValidatedBatch(
         fields=stored,
         models=sorted(used),
         providers=sorted({models[name]["provider"] for name in used}),
+        estimates=estimates,
     )
 
 

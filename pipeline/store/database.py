@@ -85,6 +85,9 @@ INDEXES: dict[str, list[IndexModel]] = {
                 ("_id", DESCENDING),
             ]
         ),
+        # Uncommitted submissions, swept when abandoned. Sparse: only
+        # they carry the field, so it stays tiny.
+        IndexModel([("submitting", ASCENDING)], sparse=True),
         # The workers poll the active jobs among every job ever created.
         # (No query filters on status alone: no index for it.)
         IndexModel([("active", ASCENDING)]),
@@ -117,8 +120,6 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING)]),
     ],
     "datasets": [_newest_by_client()],
-    # Submissions in progress, swept when their process died.
-    "ingestions": [IndexModel([("startedAt", ASCENDING)])],
     # run_answers: addressed by _id only (run id and request key).
     # result_cache: by _id, and expired by cache_expiry_index().
 }

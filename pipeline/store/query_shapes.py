@@ -160,7 +160,11 @@ QUERY_SHAPES: list[QueryShape] = [
         {"clientId": _ANY_ID, "idempotencyKey": "k", **_LIVE},
         "JobSubmitter (idempotent resubmission)",
     ),
-    QueryShape("jobs", {"clientId": _ANY_ID}, "quotas and client_spend"),
+    QueryShape(
+        "jobs",
+        {"submitting": {"$in": [True, "abandoned"]}},
+        "JobSubmitter.clean_abandoned",
+    ),
     # items
     QueryShape(
         "items",
@@ -170,17 +174,11 @@ QUERY_SHAPES: list[QueryShape] = [
     # optimizer
     *_by_client("runs", "RunStore.list_runs"),
     *_by_client("datasets", "RunStore.list_datasets"),
-    QueryShape("runs", {"clientId": _ANY_ID}, "client_spend"),
+    QueryShape("runs", {"clientId": _ANY_ID}, "runs_spend"),
     QueryShape(
         "runs",
         {"status": {"$in": ["QUEUED", "RUNNING"]}},
         "RunStore.orphans (optimizer restart)",
-    ),
-    # submissions in progress
-    QueryShape(
-        "ingestions",
-        {"startedAt": {"$lt": _ANY_TIME}},
-        "JobSubmitter.clean_abandoned",
     ),
 ]
 

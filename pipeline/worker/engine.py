@@ -59,6 +59,7 @@ from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
+from pipeline.worker.prompt_cache import PromptCache
 from pipeline.worker.requests import cache_key, estimate_tokens, item_request
 from pipeline.worker.retry import RetryPolicy, error_record
 from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
@@ -114,7 +115,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._claiming: set[str] = set()
         self.held: dict[ObjectId, Item] = {}
         self._chat_waiters: dict[str, int] = defaultdict(int)
-        self._prompts: dict[tuple[ObjectId, int], str] = {}
+        self.prompt_cache = PromptCache()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._wake = asyncio.Event()
@@ -584,18 +585,19 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     async def _prepare(self, model: str, items: list[Item]) -> list[Item]:
         """Resolve prompts and serve cached results; return the rest."""
-        missing = {
+        missing = self.prompt_cache.missing(
             (i["promptId"], i["promptVersion"])
             for i in items
             if i.get("promptId") is not None
-            and (i["promptId"], i["promptVersion"]) not in self._prompts
-        }
-        if missing:
-            self._prompts.update(await self._items.system_prompts(missing))
+        )
+        # Read now: used for this batch even if the cache drops some.
+        read = await self._items.system_prompts(missing) if missing else {}
+        self.prompt_cache.update(read)
         for item in items:
             if item.get("promptId") is not None:
                 version = (item["promptId"], item["promptVersion"])
-                item["systemPrompt"] = self._prompts.get(version)
+                text = read.get(version) or self.prompt_cache.get(version)
+                item["systemPrompt"] = text
         cacheable = {
             self._cache_key(item): item
             for item in items

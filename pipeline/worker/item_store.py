@@ -42,6 +42,8 @@ ITEM_PROJECTION = {"_metadata": 0}
 LEASE_FIELDS = {
     "_id": 1,
     "jobId": 1,
+    "clientId": 1,
+    "estCost": 1,
     "model": 1,
     "attempts": 1,
     "maxAttempts": 1,
@@ -105,7 +107,9 @@ class ItemStore:
         self.prompt_versions = store.raw("prompt_versions")
         self.cache = store.raw("result_cache")
         self.lane = lane
-        self.journal = Journal(store.raw("items"), store.raw("jobs"), lane)
+        self.journal = Journal(
+            store.raw("items"), store.raw("jobs"), lane, store.raw("clients")
+        )
 
     # The journal writes through the same collections this store reads:
     # one pair, swapped together (tests swap in failing ones).

@@ -14,6 +14,11 @@ stamped ones are counted). No multi-document transaction is needed, so
 writers never conflict on a busy job document, and any MongoDB
 (standalone included) will do.
 
+The counting step also moves the owning clients' usage counters
+(:mod:`pipeline.usage`: pending items, reserved and spent USD), just
+before the jobs' counts; each client change is keyed by batch and job,
+so a repeated or settled step applies it once.
+
 Every change is checked against the item table of
 :mod:`pipeline.states` before anything is written, and each item write's
 filter requires the change's source status, so the database applies a
@@ -35,11 +40,13 @@ from pipeline.jobs.aggregation import FINAL_COUNTED, JobDelta, update_pipeline
 from pipeline.logging import get_logger
 from pipeline.states import ITEM_TRANSITIONS, Actor, Status, allowed
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks
+from pipeline.usage import ClientUsage, UsageDelta
 
 log = get_logger(__name__)
 
 #: What an entry records of one item: ``[_id, source, target,
-#: input tokens, output tokens, cost]``.
+#: input tokens, output tokens, cost, estimated cost]`` (the estimate is
+#: what the item holds reserved of its client's budget).
 Move = list[Any]
 
 
@@ -82,15 +89,43 @@ def journal_moves(changes: Iterable[Change]) -> dict[ObjectId, list[Move]]:
                     change.source.value,
                     change.target.value,
                     *change.usage,
+                    change.item.get("estCost", 0.0),
                 ]
             )
     return dict(by_job)
 
 
+def job_clients(changes: Iterable[Change]) -> dict[ObjectId, ObjectId]:
+    """The client of each job the changes touch (when items name it)."""
+    return {
+        c.item["jobId"]: c.item["clientId"]
+        for c in changes
+        if c.item.get("clientId") is not None
+    }
+
+
+def moves_usage(moves: Iterable[Move]) -> UsageDelta:
+    """What journal moves change of their client's usage counters.
+
+    Reaching a final status releases an item's pending place and its
+    reserved estimate and adds its cost; leaving one (a requeue) takes
+    them back.
+    """
+    delta = UsageDelta()
+    for move in moves:
+        source, target, cost = Status(move[1]), Status(move[2]), move[5]
+        estimate = move[6] if len(move) > 6 else 0.0
+        sign = (target in FINAL_COUNTED) - (source in FINAL_COUNTED)
+        delta.pending_items -= sign
+        delta.reserved_cost -= sign * estimate
+        delta.spent_cost += cost
+    return delta
+
+
 def moves_delta(moves: Iterable[Move]) -> JobDelta:
     """The counts and usage of journal moves."""
     delta = JobDelta()
-    for _, source, target, tokens_in, tokens_out, cost in moves:
+    for _, source, target, tokens_in, tokens_out, cost, *_ in moves:
         delta.move(Status(source), Status(target))
         delta.add_usage(tokens_in, tokens_out, cost)
     return delta
@@ -105,17 +140,22 @@ class Journal:
     write, from what its items show.
     """
 
-    def __init__(self, items: Any, jobs: Any, lane: str) -> None:
+    def __init__(
+        self, items: Any, jobs: Any, lane: str, clients: Any = None
+    ) -> None:
         """Write through the given collections.
 
         Args:
             items: The items collection.
             jobs: The jobs collection.
             lane: This writer's name in the entries it records.
+            clients: The clients collection (their usage counters);
+                None leaves them alone.
         """
         self.items = items
         self.jobs = jobs
         self.lane = lane
+        self.usage = ClientUsage(clients) if clients is not None else None
         # Batches whose write failed after their journal entries may
         # have been recorded: settled (like a dead writer's) before the
         # next write, unless their writer holds them to try again.
@@ -127,6 +167,7 @@ class Journal:
         # not record them again (the counts may be applied and the
         # entries gone, and would be applied twice).
         self._journaled: set[str] = set()
+        self._uncertain_clients: dict[str, dict[ObjectId, ObjectId]] = {}
 
     async def write(
         self,
@@ -166,9 +207,10 @@ class Journal:
         batch = batch or str(ObjectId())
         await self.settle_uncertain()
         moves = journal_moves(changes)
+        clients = job_clients(changes)
         try:
             if moves and batch not in self._journaled:
-                await self._record(moves, batch)
+                await self._record(moves, clients, batch)
                 self._journaled.add(batch)
             ops = []
             for change in changes:
@@ -181,10 +223,11 @@ class Journal:
             else:
                 written = await self._stamped(changes, batch)
             if moves:
-                await self._count(moves, written, batch)
+                await self._count(moves, clients, written, batch)
         except Exception:
             if moves:
                 self._uncertain[batch] = moves
+                self._uncertain_clients[batch] = clients
                 if held:
                     self._held.add(batch)
             raise
@@ -197,9 +240,16 @@ class Journal:
             moves_by_job = self._uncertain.get(batch)
             if moves_by_job is None:
                 continue  # settled meanwhile by a concurrent write
+            clients = self._uncertain_clients.get(batch, {})
             for job_id, moves in moves_by_job.items():
                 await self._settle_entry(
-                    job_id, {"b": batch, "lane": self.lane, "items": moves}
+                    job_id,
+                    {
+                        "b": batch,
+                        "lane": self.lane,
+                        "c": clients.get(job_id),
+                        "items": moves,
+                    },
                 )
             self._forget(batch)
 
@@ -224,11 +274,15 @@ class Journal:
     def _forget(self, batch: str) -> None:
         """A batch is written or settled: nothing more to do for it."""
         self._uncertain.pop(batch, None)
+        self._uncertain_clients.pop(batch, None)
         self._held.discard(batch)
         self._journaled.discard(batch)
 
     async def _record(
-        self, moves: dict[ObjectId, list[Move]], batch: str
+        self,
+        moves: dict[ObjectId, list[Move]],
+        clients: dict[ObjectId, ObjectId],
+        batch: str,
     ) -> None:
         """Record the batch's journal entry in each of its jobs."""
         await self.jobs.bulk_write(
@@ -241,6 +295,7 @@ class Journal:
                         journal_add={
                             "b": batch,
                             "lane": self.lane,
+                            "c": clients.get(job_id),
                             "items": job_moves,
                         },
                     ),
@@ -253,11 +308,28 @@ class Journal:
     async def _count(
         self,
         moves: dict[ObjectId, list[Move]],
+        clients: dict[ObjectId, ObjectId],
         written: list[Change],
         batch: str,
     ) -> None:
-        """Count the written items of a batch and remove its entries."""
+        """Count the written items of a batch and remove its entries.
+
+        The clients' counters first: once an entry is gone nobody would
+        count them, while a client change repeated is applied once.
+        """
         done = {c.item["_id"] for c in written}
+        if self.usage is not None:
+            await self.usage.apply_many(
+                [
+                    (
+                        clients[job_id],
+                        f"{batch}:{job_id}",
+                        moves_usage(m for m in job_moves if m[0] in done),
+                    )
+                    for job_id, job_moves in moves.items()
+                    if job_id in clients
+                ]
+            )
         await self.jobs.bulk_write(
             [
                 UpdateOne(
@@ -306,6 +378,12 @@ class Journal:
         """
         moves = entry.get("items") or []
         stamped = await self._stamped_ids([m[0] for m in moves], entry["b"])
+        if self.usage is not None and entry.get("c") is not None:
+            await self.usage.apply(
+                entry["c"],
+                f"{entry['b']}:{job_id}",
+                moves_usage(m for m in moves if m[0] in stamped),
+            )
         await self.jobs.update_one(
             {"_id": job_id, "journal.b": entry["b"]},
             update_pipeline(

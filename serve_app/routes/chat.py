@@ -2,6 +2,8 @@
 
 The call goes through the provider's worker, so it shares each model's
 concurrency, rpm and tpm limits with batch work (and goes ahead of it).
+Its estimated cost must fit in the client's budget, and its cost is
+charged to the client when it ends.
 ``stream: true`` answers with server-sent events in OpenAI's chunk
 format; the last chunk carries the usage.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -25,7 +27,9 @@ from pipeline.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from pipeline.jobs.estimate import estimate_cost, model_pricing
 from pipeline.logging import get_logger
+from pipeline.spending import ChatCharges
 from providers.base import Completion, StreamEvent, TextDelta
 from providers.errors import (
     PermanentError,
@@ -88,6 +92,26 @@ async def chat_completions(
     request = body.request()
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    pricing = model_pricing(model)
+    charges = ChatCharges(context.store)
+    await charges.check(
+        client.id,
+        client.quotas.budget,
+        estimate_cost(
+            pricing,
+            sum(len(m.content) for m in request.messages),
+            request.max_tokens,
+        ),
+    )
+
+    async def charge(completion: Completion) -> None:
+        usage = completion.usage
+        await charges.charge(
+            client.id,
+            completion_id,
+            pricing.cost(usage.input_tokens, usage.output_tokens),
+        )
+
     if not body.stream:
         try:
             completion = await context.workers.complete(
@@ -97,6 +121,7 @@ async def chat_completions(
             raise upstream_error(error) from None
         except KeyError:
             raise NotFound("model", body.model) from None
+        await charge(completion)
         return JSONResponse(
             {
                 "id": completion_id,
@@ -128,7 +153,7 @@ async def chat_completions(
         raise upstream_error(error) from None
     except StopAsyncIteration:
         raise UpstreamError("the provider sent nothing") from None
-    chunks = _sse(first, events, completion_id, created, body.model)
+    chunks = _sse(first, events, completion_id, created, body.model, charge)
     return StreamingResponse(chunks, media_type="text/event-stream")
 
 
@@ -160,6 +185,7 @@ async def _sse(
     completion_id: str,
     created: int,
     model: str,
+    charge: Callable[[Completion], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     yield _chunk(completion_id, created, model, {"role": "assistant"})
 
@@ -175,6 +201,7 @@ async def _sse(
                     completion_id, created, model, {"content": event.text}
                 )
             elif isinstance(event, Completion):
+                await charge(event)
                 yield _chunk(
                     completion_id, created, model, {}, event.finish_reason
                 )

@@ -23,6 +23,14 @@ class ClientCreate(RequestModel):
     quotas: QuotasIn | None = None
 
 
+class UsageOut(ApiModel):
+    """What a client holds of its quotas and has spent."""
+
+    pending_items: int
+    reserved_cost: float = Field(description="USD")
+    spent_cost: float = Field(description="USD")
+
+
 class ClientOut(ApiModel):
     """A client as admins see it (never its key or key hash)."""
 
@@ -31,6 +39,7 @@ class ClientOut(ApiModel):
     key_prefix: str
     active: bool
     quotas: Quotas
+    usage: UsageOut
     created_at: datetime
     updated_at: datetime
 
@@ -43,6 +52,11 @@ class ClientOut(ApiModel):
             key_prefix=client.key_prefix,
             active=client.active,
             quotas=client.quotas,
+            usage=UsageOut(
+                pending_items=client.usage.pending_items,
+                reserved_cost=client.usage.reserved_cost,
+                spent_cost=client.usage.spent_cost,
+            ),
             created_at=client.created_at,
             updated_at=client.updated_at,
         )

@@ -3,6 +3,8 @@
 Tests put it between a client and a server (the database, a provider) to
 make the server "briefly gone": :meth:`TcpProxy.cut` resets every open
 connection and refuses new ones until :meth:`TcpProxy.restore`.
+:meth:`TcpProxy.cut_before_reply` does the same at a chosen moment: once
+a request holding given bytes reached the server, before its reply.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class TcpProxy:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._trip: bytes | None = None
+        self._armed: set[socket.socket] = set()
+        self.tripped = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -48,6 +53,18 @@ class TcpProxy:
             for sock in list(self._open):
                 _reset(sock)
             self._open.clear()
+
+    def cut_before_reply(self, marker: bytes) -> threading.Event:
+        """Cut (as :meth:`cut`) when the server answers a request that
+        holds ``marker``: the server applied it, the client never learns.
+
+        Returns:
+            An event set once the cut happened.
+        """
+        with self._lock:
+            self._trip = marker
+            self.tripped.clear()
+        return self.tripped
 
     def restore(self) -> None:
         """Accept connections again."""
@@ -78,14 +95,20 @@ class TcpProxy:
                 self._open.update((client, server))
             for source, target in ((client, server), (server, client)):
                 threading.Thread(
-                    target=self._pump, args=(source, target), daemon=True
+                    target=self._pump,
+                    args=(source, target, source is client),
+                    daemon=True,
                 ).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(
+        self, source: socket.socket, target: socket.socket, upstream: bool
+    ) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
+                    break
+                if self._trips(source, target, data, upstream):
                     break
                 target.sendall(data)
         except OSError:
@@ -97,6 +120,27 @@ class TcpProxy:
             for sock in (source, target):
                 with contextlib.suppress(OSError):
                     sock.close()
+
+    def _trips(
+        self,
+        source: socket.socket,
+        target: socket.socket,
+        data: bytes,
+        upstream: bool,
+    ) -> bool:
+        """Arm on the marked request; cut instead of passing its reply."""
+        with self._lock:
+            if upstream:
+                if self._trip is not None and self._trip in data:
+                    self._trip = None
+                    self._armed.add(target)
+                return False
+            if source not in self._armed:
+                return False
+            self._armed.discard(source)
+        self.cut()
+        self.tripped.set()
+        return True
 
 
 def _reset(sock: socket.socket) -> None:

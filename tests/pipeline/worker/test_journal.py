@@ -10,11 +10,13 @@ from pipeline.errors import InvalidTransition
 from pipeline.jobs.aggregation import initial_counts
 from pipeline.states import Status
 from pipeline.store import Store, create_mongo_client
+from pipeline.usage import ClientUsage
 from pipeline.worker.journal import (
     Change,
     Journal,
     journal_moves,
     moves_delta,
+    moves_usage,
 )
 from tests.support.flaky import FlakyCollection
 
@@ -46,8 +48,8 @@ def test_moves_are_grouped_by_job_and_skip_uncounted_changes():
     )
     moves = journal_moves([done, retry, other])
     assert moves == {
-        a: [[done.item["_id"], "PROCESSING", "PROCESSED", 1, 2, 0.5]],
-        b: [[other.item["_id"], "PROCESSING", "FAILED", 1, 2, 0.5]],
+        a: [[done.item["_id"], "PROCESSING", "PROCESSED", 1, 2, 0.5, 0.0]],
+        b: [[other.item["_id"], "PROCESSING", "FAILED", 1, 2, 0.5, 0.0]],
     }
     assert not retry.counted
 
@@ -58,6 +60,21 @@ def test_a_requeue_leaves_its_final_count():
     delta = moves_delta(journal_moves([change])[change.item["jobId"]])
     assert delta.counts == {S.FAILED: -1}
     assert (delta.input_tokens, delta.output_tokens) == (1, 2)
+
+
+def test_client_usage_follows_moves_into_and_out_of_final_statuses():
+    job = ObjectId()
+    done = _change(job)
+    done.item["estCost"] = 0.25
+    canceled = _change(job, target=S.CANCELED, source=S.PENDING)
+    canceled.item["estCost"] = 0.5
+    requeued = _change(job, target=S.PENDING, source=S.FAILED)
+    requeued.item["estCost"] = 0.125
+    moves = journal_moves([done, canceled, requeued])[job]
+    usage = moves_usage(moves)
+    assert usage.pending_items == -1
+    assert usage.reserved_cost == pytest.approx(-0.25 - 0.5 + 0.125)
+    assert usage.spent_cost == pytest.approx(3 * 0.5)
 
 
 # -- against a database --------------------------------------------------
@@ -183,3 +200,31 @@ async def test_a_change_the_item_table_forbids_writes_nothing(db):
     item = await db.raw("items").find_one({"_id": changes[0].item["_id"]})
     assert item["status"] == "PROCESSING"
     assert (await _doc(db, job_id))["journal"] == []
+
+
+@pytest.mark.anyio
+async def test_client_counters_move_once_when_a_dead_writers_entry_settles(
+    db,
+):
+    client = ObjectId()
+    await db.raw("clients").insert_one(
+        {"_id": client, "usage": {"pendingItems": 2, "reservedCost": 1.0}}
+    )
+    job_id, changes = await _job(db, 2)
+    for change in changes:
+        change.item.update(clientId=client, estCost=0.5)
+    dead = Journal(db.raw("items"), db.raw("jobs"), LANE, db.raw("clients"))
+    dead.jobs = flaky = FlakyCollection(dead.jobs)
+    # The clients' counters move, then the writer dies before the jobs'.
+    flaky.fail_next("bulk_write", after=1)
+    with pytest.raises(AutoReconnect):
+        await dead.write(changes)
+    successor = Journal(
+        db.raw("items"), db.raw("jobs"), "worker-0/next", db.raw("clients")
+    )
+    assert await successor.recover(await _doc(db, job_id), {LANE}) == 1
+    usage = await ClientUsage(db.raw("clients")).read(client)
+    assert usage.pending_items == 0
+    assert usage.reserved_cost == pytest.approx(0.0)
+    assert usage.spent_cost == pytest.approx(2 * 0.5)
+    assert (await _doc(db, job_id))["counts"][S.PROCESSED] == 2
