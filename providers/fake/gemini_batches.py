@@ -14,7 +14,9 @@ the batch: ``state`` goes ``BATCH_STATE_PENDING`` → ``RUNNING`` →
 succeeded ``metadata.output.inlinedResponses.inlinedResponses`` holds one
 response per request, in request order, each a ``response`` or an
 ``error`` (a ``google.rpc.Status``). Batches that did not succeed give no
-output. An input file (``inputConfig.fileName``) is not supported here.
+output. ``lineErrors.customIds`` name lines by ``metadata.custom_id``, or
+as ``line-{index}`` when there is none. An input file
+(``inputConfig.fileName``) is not supported here.
 """
 
 from __future__ import annotations
@@ -133,9 +135,15 @@ class GeminiBatchRoutes:
     def _line(
         self, index: int, item: Any, model: str, key: str | None
     ) -> BatchLine:
-        # Lines are known by position: the id is only the fake's own.
+        # Gemini has no custom ids: a line is known by its position, or
+        # by metadata.custom_id when the caller puts one there (so
+        # lineErrors can name lines).
+        item = item if isinstance(item, Mapping) else {}
+        metadata = item.get("metadata")
         custom_id = f"line-{index}"
-        request = item.get("request") if isinstance(item, Mapping) else None
+        if isinstance(metadata, Mapping) and metadata.get("custom_id"):
+            custom_id = str(metadata["custom_id"])
+        request = item.get("request")
         if not isinstance(request, Mapping):
             return BatchLine(custom_id, None, "request is required")
         try:

@@ -1,0 +1,140 @@
+"""Gemini Batch Mode (``batches``), with inline requests.
+
+A batch is one ``models/{model}:batchGenerateContent`` call carrying the
+requests inline (the contents and config the live adapter sends, and the
+custom id in ``metadata``); it is the operation ``batches/{id}``. Once
+``JOB_STATE_SUCCEEDED`` it holds one response per request, in request
+order, each an answer or an error (a ``google.rpc.Status``). Answers are
+matched by the ``metadata`` custom id when the API returns it, else by
+position (the reference keeps the ids in order). A batch that failed,
+expired or was cancelled gives no answers. The inline payload is capped
+at 20 MB; a file source (``files/...``) is not used yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from .._call import CallContext
+from .._http_errors import error_for_status
+from ..errors import ProviderError
+from ..gemini import (
+    GeminiProvider,
+    completion_from_response,
+    contents_of,
+)
+from .base import (
+    BatchClient,
+    BatchRequest,
+    BatchStatus,
+    LineOutcome,
+    ProviderBatchRef,
+    _Begun,
+    line_error,
+)
+from .split import BatchLimits
+
+_STATES = {
+    "JOB_STATE_SUCCEEDED": "completed",
+    "JOB_STATE_FAILED": "failed",
+    "JOB_STATE_CANCELLED": "cancelled",
+    "JOB_STATE_EXPIRED": "expired",
+}
+# HTTP status of a google.rpc.Code (codes of 100 and up are HTTP already).
+_HTTP_OF_RPC = {
+    1: 499,
+    2: 500,
+    3: 400,
+    4: 504,
+    5: 404,
+    7: 403,
+    8: 429,
+    9: 400,
+    13: 500,
+    14: 503,
+    16: 401,
+}
+_ID_KEY = "custom_id"
+
+
+class GeminiBatchClient(BatchClient[Any, Any]):
+    """Gemini batches (registry name ``gemini``)."""
+
+    adapter: GeminiProvider
+    provider = "gemini"
+    # Inline requests: a 20 MB request body.
+    default_limits = BatchLimits(100_000, 20 * 10**6)
+
+    def _inline(self, item: BatchRequest) -> dict[str, Any]:
+        config = self.adapter.generation_config(item.request)
+        return {
+            "contents": contents_of(item.request),
+            "config": config,
+            "metadata": {_ID_KEY: item.custom_id},
+        }
+
+    def line_size(self, settings: Any, request: BatchRequest) -> int:
+        """Bytes of the request in the create call's body (about)."""
+        inline = self._inline(request)
+        inline["config"] = inline["config"].model_dump(exclude_none=True)
+        return len(json.dumps(inline).encode()) + 1
+
+    async def _submit(
+        self, begun: _Begun[Any, Any], requests: Sequence[BatchRequest]
+    ) -> ProviderBatchRef:
+        job = await begun.client.aio.batches.create(
+            model=begun.settings.model_id,
+            src=[self._inline(r) for r in requests],
+        )
+        return ProviderBatchRef(
+            self.provider, job.name, tuple(r.custom_id for r in requests)
+        )
+
+    async def _poll(
+        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+    ) -> BatchStatus:
+        job = await begun.client.aio.batches.get(name=ref.batch_id)
+        state = getattr(job.state, "value", job.state)
+        message = job.error.message if job.error is not None else None
+        return BatchStatus(
+            state=_STATES.get(str(state), "running"),  # type: ignore[arg-type]
+            total=len(ref.line_ids),
+            message=message,
+        )
+
+    async def _results(
+        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+    ) -> AsyncIterator[tuple[str, LineOutcome]]:
+        job = await begun.client.aio.batches.get(name=ref.batch_id)
+        responses = (job.dest.inlined_responses if job.dest else None) or []
+        for index, item in enumerate(responses):
+            metadata = item.metadata or {}
+            custom_id = metadata.get(_ID_KEY)
+            if custom_id is None and index < len(ref.line_ids):
+                custom_id = ref.line_ids[index]
+            if custom_id is not None:
+                yield custom_id, _outcome(item, begun.ctx)
+
+    async def _cancel(
+        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+    ) -> None:
+        await begun.client.aio.batches.cancel(name=ref.batch_id)
+
+
+def _outcome(item: Any, ctx: CallContext) -> LineOutcome:
+    if item.error is not None:
+        code = item.error.code or 13
+        status = code if code >= 100 else _HTTP_OF_RPC.get(code, 500)
+        return line_error(
+            error_for_status(status, item.error.message, ctx), ctx
+        )
+    if item.response is None:
+        return line_error(
+            error_for_status(500, "the line has no response", ctx), ctx
+        )
+    try:
+        return completion_from_response(item.response, ctx)
+    except ProviderError as exc:
+        return line_error(exc, ctx)
