@@ -5,7 +5,8 @@ A batch is one call carrying every request as ``{custom_id, params}``
 until ``ended``; the results stream is JSON lines, each ``succeeded``
 (a message), ``errored`` (an error object), ``expired`` or ``canceled``.
 A batch whose cancel was asked is reported ``cancelled`` once ended, one
-with expired lines ``expired``.
+with expired lines ``expired``. Batches keep no metadata, so a label
+cannot be stored nor a batch found by it (``can_find`` is False).
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
         return len(entry.encode()) + 1
 
     async def _submit(
-        self, begun: _Begun[Any, Any], requests: Sequence[BatchRequest]
+        self,
+        begun: _Begun[Any, Any],
+        requests: Sequence[BatchRequest],
+        label: str | None,
     ) -> ProviderBatchRef:
+        # Message batches keep no metadata: the label cannot be stored.
         batch = await begun.client.messages.batches.create(
             requests=[self._entry(begun.settings, r) for r in requests]
         )

@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from .._adapter import PLACEHOLDER_KEY, SDKAdapter
@@ -159,6 +160,8 @@ class BatchClient(ABC, Generic[S, C]):
 
     provider: ClassVar[str]
     default_limits: ClassVar[BatchLimits]
+    #: Whether :meth:`find` can tell if a labelled batch was created.
+    can_find: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -179,9 +182,22 @@ class BatchClient(ABC, Generic[S, C]):
 
     @abstractmethod
     async def _submit(
-        self, begun: _Begun[Any, Any], requests: Sequence[BatchRequest]
+        self,
+        begun: _Begun[Any, Any],
+        requests: Sequence[BatchRequest],
+        label: str | None,
     ) -> ProviderBatchRef:
-        """Create the provider batch."""
+        """Create the provider batch, labelled where the vendor keeps one."""
+
+    async def _find(
+        self,
+        begun: _Begun[Any, Any],
+        label: str,
+        since: datetime,
+        line_ids: tuple[str, ...],
+    ) -> ProviderBatchRef | None:
+        """Look the labelled batch up (vendors with :attr:`can_find`)."""
+        raise NotImplementedError
 
     @abstractmethod
     async def _poll(
@@ -253,6 +269,8 @@ class BatchClient(ABC, Generic[S, C]):
         config: Mapping[str, Any],
         api_key: str | None,
         requests: Sequence[BatchRequest],
+        *,
+        label: str | None = None,
     ) -> ProviderBatchRef:
         """Create one provider batch.
 
@@ -261,6 +279,9 @@ class BatchClient(ABC, Generic[S, C]):
             api_key: The model's key.
             requests: The requests; within :attr:`limits` (see
                 :meth:`split`).
+            label: A caller's id for the batch, kept by the vendors that
+                keep one (:attr:`can_find`), so :meth:`find` tells after
+                a crash whether the batch was created.
 
         Returns:
             The reference to store.
@@ -278,7 +299,43 @@ class BatchClient(ABC, Generic[S, C]):
             )
         begun = self._begin(config, api_key)
         with self._boundary(begun.ctx):
-            return await self._submit(begun, requests)
+            return await self._submit(begun, requests, label)
+
+    async def find(
+        self,
+        config: Mapping[str, Any],
+        api_key: str | None,
+        label: str,
+        *,
+        since: datetime,
+        line_ids: Sequence[str] = (),
+    ) -> ProviderBatchRef | None:
+        """Find a batch submitted with ``label`` (after a lost answer).
+
+        Args:
+            config: The model's provider config.
+            api_key: The model's key.
+            label: The label given to :meth:`submit`.
+            since: A moment before the submission: older batches are
+                not looked at.
+            line_ids: The custom ids submitted, in order (kept in the
+                reference where the vendor answers by position).
+
+        Returns:
+            The batch's reference, or None when it was not created.
+
+        Raises:
+            NotImplementedError: The vendor keeps no label
+                (:attr:`can_find` is False).
+            ProviderError: The vendor could not be asked.
+        """
+        if not self.can_find:
+            raise NotImplementedError(
+                f"{self.provider} keeps no label on its batches"
+            )
+        begun = self._begin(config, api_key)
+        with self._boundary(begun.ctx):
+            return await self._find(begun, label, since, tuple(line_ids))
 
     async def poll(
         self,

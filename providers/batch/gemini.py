@@ -6,7 +6,8 @@ custom id in ``metadata``); it is the operation ``batches/{id}``. Once
 ``JOB_STATE_SUCCEEDED`` it holds one response per request, in request
 order, each an answer or an error (a ``google.rpc.Status``). Answers are
 matched by the ``metadata`` custom id when the API returns it, else by
-position (the reference keeps the ids in order). A batch that failed,
+position (the reference keeps the ids in order). A label is kept as
+the batch's display name. A batch that failed,
 expired or was cancelled gives no answers. The inline payload is capped
 at 20 MB; a file source (``files/...``) is not used yet.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from .._call import CallContext
@@ -57,6 +59,7 @@ _HTTP_OF_RPC = {
     16: 401,
 }
 _ID_KEY = "custom_id"
+_LIST_PAGE = 50
 
 
 class GeminiBatchClient(BatchClient[Any, Any]):
@@ -64,6 +67,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
 
     adapter: GeminiProvider
     provider = "gemini"
+    can_find = True
     # Inline requests: a 20 MB request body.
     default_limits = BatchLimits(100_000, 20 * 10**6)
 
@@ -82,15 +86,37 @@ class GeminiBatchClient(BatchClient[Any, Any]):
         return len(json.dumps(inline).encode()) + 1
 
     async def _submit(
-        self, begun: _Begun[Any, Any], requests: Sequence[BatchRequest]
+        self,
+        begun: _Begun[Any, Any],
+        requests: Sequence[BatchRequest],
+        label: str | None,
     ) -> ProviderBatchRef:
         job = await begun.client.aio.batches.create(
             model=begun.settings.model_id,
             src=[self._inline(r) for r in requests],
+            config={"display_name": label} if label else None,
         )
         return ProviderBatchRef(
             self.provider, job.name, tuple(r.custom_id for r in requests)
         )
+
+    async def _find(
+        self,
+        begun: _Begun[Any, Any],
+        label: str,
+        since: datetime,
+        line_ids: tuple[str, ...],
+    ) -> ProviderBatchRef | None:
+        pager = await begun.client.aio.batches.list(
+            config={"page_size": _LIST_PAGE}
+        )
+        # Newest first: stop at the first batch older than ``since``.
+        async for job in pager:
+            if job.create_time is not None and job.create_time < since:
+                return None
+            if job.display_name == label and job.name:
+                return ProviderBatchRef(self.provider, job.name, line_ids)
+        return None
 
     async def _poll(
         self, begun: _Begun[Any, Any], ref: ProviderBatchRef

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from .._call import CallContext
@@ -37,6 +38,9 @@ from .split import BatchLimits
 
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 _NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
+#: The batch metadata key holding the caller's label.
+LABEL_KEY = "metasync_label"
+_LIST_PAGE = 100
 
 
 class OpenAIBatchClient(BatchClient[Any, Any]):
@@ -44,6 +48,7 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
 
     adapter: OpenAIChatAdapter[Any]
     provider = "openai"
+    can_find = True
     # 50,000 requests and 200 MB per input file.
     default_limits = BatchLimits(50_000, 200 * 10**6)
     line_url = "/v1/chat/completions"
@@ -63,7 +68,10 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
         return len(self._line(settings, request))
 
     async def _submit(
-        self, begun: _Begun[Any, Any], requests: Sequence[BatchRequest]
+        self,
+        begun: _Begun[Any, Any],
+        requests: Sequence[BatchRequest],
+        label: str | None,
     ) -> ProviderBatchRef:
         data = b"".join(self._line(begun.settings, r) for r in requests)
         uploaded = await begun.client.files.create(
@@ -73,8 +81,25 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
             input_file_id=uploaded.id,
             endpoint=self.line_url,
             completion_window="24h",
+            metadata={LABEL_KEY: label} if label else None,
         )
         return ProviderBatchRef(self.provider, batch.id)
+
+    async def _find(
+        self,
+        begun: _Begun[Any, Any],
+        label: str,
+        since: datetime,
+        line_ids: tuple[str, ...],
+    ) -> ProviderBatchRef | None:
+        oldest = since.timestamp()
+        # Newest first: stop at the first batch older than ``since``.
+        async for batch in begun.client.batches.list(limit=_LIST_PAGE):
+            if batch.created_at < oldest:
+                return None
+            if (batch.metadata or {}).get(LABEL_KEY) == label:
+                return ProviderBatchRef(self.provider, batch.id)
+        return None
 
     async def _poll(
         self, begun: _Begun[Any, Any], ref: ProviderBatchRef

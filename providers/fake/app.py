@@ -98,6 +98,11 @@ class FakeProviderApp:
                 other_poll=(
                     self._gemini_batches.retrieve if root == "/v1" else None
                 ),
+                other_list=(
+                    self._gemini_batches.list_batches
+                    if root == "/v1"
+                    else None
+                ),
             ).add_to(app)
         AnthropicBatchRoutes(self.batches, self.config).add_to(app)
         self._gemini_batches.add_to(app)

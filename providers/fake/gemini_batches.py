@@ -5,6 +5,7 @@ Routes (``{version}`` is ``v1beta`` and kin)::
     POST /{version}/models/{model}:batchGenerateContent   create
     GET  /{version}/batches/{id}                          poll (operation)
     POST /{version}/batches/{id}:cancel                   cancel
+    GET  /{version}/batches                               list, newest first
 
 A batch is created from ``batch.inputConfig.requests.requests``: each
 ``{request: GenerateContentRequest, metadata}``. Create and poll answer
@@ -74,6 +75,7 @@ class GeminiBatchRoutes:
         Creation shares the path of ``generateContent``, and polls under
         ``/v1`` share OpenAI's path: the app dispatches those.
         """
+        app.router.add_get("/{version}/batches", self.list_batches)
         app.router.add_get("/{version}/batches/{batch_id}", self.retrieve)
         app.router.add_post("/{version}/batches/{batch_action}", self._cancel)
 
@@ -150,6 +152,29 @@ class GeminiBatchRoutes:
             return BatchLine(custom_id, gemini_call(request, model, key))
         except WireError as exc:
             return BatchLine(custom_id, None, exc.message)
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        """``batches``: operations, newest first, by ``pageSize`` pages."""
+        self.store.count(VENDOR, "lists")
+        mine = [
+            b
+            for b in reversed(self.store.batches.values())
+            if b.vendor == VENDOR
+        ]
+        try:
+            start = int(request.query.get("pageToken") or 0)
+            size = int(request.query.get("pageSize") or 50)
+        except ValueError:
+            return self._error(400, "pageSize and pageToken are integers")
+        now = time.time()
+        body: dict[str, Any] = {
+            "operations": [
+                self._render(b, now) for b in mine[start : start + size]
+            ]
+        }
+        if start + size < len(mine):
+            body["nextPageToken"] = str(start + size)
+        return web.json_response(body)
 
     async def retrieve(self, request: web.Request) -> web.Response:
         """``batches/{id}``: the operation (also reached via ``/v1``)."""

@@ -58,6 +58,8 @@ class OpenAIBatchRoutes:
         needs_api_version: Whether requests must carry ``api-version``.
         other_poll: Answers a poll of a batch that is not this vendor's
             (Gemini polls ``/v1/batches/{id}`` too), or None.
+        other_list: Answers a list that is not this vendor's (Gemini's
+            ``GET /v1/batches``, told apart by its key header), or None.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class OpenAIBatchRoutes:
         *,
         needs_api_version: bool,
         other_poll: Handler | None = None,
+        other_list: Handler | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -76,6 +79,7 @@ class OpenAIBatchRoutes:
         self.root = root
         self.needs_api_version = needs_api_version
         self.other_poll = other_poll
+        self.other_list = other_list
         self.wire = OpenAIWire("openai" if vendor == "openai" else vendor)
 
     def add_to(self, app: web.Application) -> None:
@@ -86,6 +90,7 @@ class OpenAIBatchRoutes:
         router.add_get(f"{root}/files/{{file_id}}", self._file)
         router.add_get(f"{root}/files/{{file_id}}/content", self._content)
         router.add_post(f"{root}/batches", self._create)
+        router.add_get(f"{root}/batches", self._list)
         router.add_get(f"{root}/batches/{{batch_id}}", self._retrieve)
         router.add_post(f"{root}/batches/{{batch_id}}/cancel", self._cancel)
 
@@ -163,6 +168,40 @@ class OpenAIBatchRoutes:
             )
         )
         return web.json_response(self._render(batch, time.time()))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Batches, newest first, ``limit`` at a time after ``after``."""
+        if self.other_list is not None and "x-goog-api-key" in (
+            request.headers
+        ):
+            return await self.other_list(request)
+        if (bad := self._bad_version(request)) is not None:
+            return bad
+        self.store.count(self.vendor, "lists")
+        mine = [
+            b
+            for b in reversed(self.store.batches.values())
+            if b.vendor == self.vendor
+        ]
+        after = request.query.get("after")
+        if after is not None:
+            ids = [b.id for b in mine]
+            mine = mine[ids.index(after) + 1 :] if after in ids else []
+        try:
+            limit = max(1, min(100, int(request.query.get("limit", 20))))
+        except ValueError:
+            return self._error(400, "limit: must be an integer")
+        now = time.time()
+        page = [self._render(b, now) for b in mine[:limit]]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(mine) > limit,
+            }
+        )
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         if (bad := self._bad_version(request)) is not None:

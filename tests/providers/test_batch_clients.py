@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -233,6 +234,29 @@ async def test_a_stored_reference_resumes_polling_in_a_new_client(
     assert len(outcomes) == 2
     # Resuming created nothing new at the provider.
     assert fake.batch_stats()[client.provider]["creates"] == before
+
+
+async def test_a_labelled_batch_is_found_after_a_lost_answer(
+    fake: FakeProviderServer, client: BatchClient[Any, Any]
+) -> None:
+    model = Model(fake, client).behave(batch={"durationMs": 600_000})
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    if not client.can_find:
+        with pytest.raises(NotImplementedError):
+            await client.find(model.config, None, "x", since=since)
+        return
+    label = f"record-{next(_ids)}"
+    ref = await client.submit(model.config, None, requests(2), label=label)
+    await client.submit(model.config, None, requests(1), label="another")
+    found = await client.find(
+        model.config, None, label, since=since, line_ids=ref.line_ids
+    )
+    assert found == ref
+    missing = await client.find(
+        model.config, None, "never-submitted", since=since
+    )
+    assert missing is None
+    assert fake.batch_stats()[client.provider]["lists"] >= 2
 
 
 async def test_split_requests_fit_the_limits_and_all_come_back(
