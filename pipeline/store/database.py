@@ -71,6 +71,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         # scans on 10k items; this sparse one answers in 4 ms.)
         IndexModel([("leaseExpiresAt", ASCENDING)], sparse=True),
     ],
+    # One record per provider batch; the open ones are polled by state.
+    "provider_batches": [
+        IndexModel([("state", ASCENDING), ("provider", ASCENDING)]),
+    ],
     "runs": [
         IndexModel([("clientId", ASCENDING), _LIVE, ("_id", DESCENDING)]),
         # The optimizer's scan for runs whose driver died.

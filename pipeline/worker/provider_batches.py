@@ -27,10 +27,11 @@ Claiming
     of one model, up to the vendor's limits (``BatchClient.split``), and
     leases them to ``batch:<record id>`` for the whole batch window
     (24 h and a margin), so lease recovery leaves them alone while the
-    provider holds them; the record is written first. A batch claim
-    counts no attempt: an attempt is counted when a line comes back
-    having run (:func:`decide_line`), so an expired or cancelled batch
-    costs its unfinished items nothing.
+    provider holds them; the record is written first. The claim is the
+    live one (``ItemStore.claim``, the attempt counted there); a line
+    that comes back not having run gives its attempt back
+    (:func:`decide_line`), so an expired or cancelled batch costs its
+    unfinished items nothing.
 
 Submitting without doubles
     ``claimed`` records are submitted, then marked ``submitted`` with
@@ -60,6 +61,14 @@ Cancel, deadline, cost
     A batch answer costs the model's batch price
     (:meth:`pipeline.catalog.Pricing.cost` with ``batch=True``) and its
     result says ``via: "batch"``.
+
+Built so far: this module (the record, :func:`decide_line`),
+:mod:`pipeline.worker.batch_ledger` and
+:mod:`pipeline.worker.batch_submitter` (submit, resume, poll, collect).
+Still to build: the job options; the live engine leaving batch items to
+the submitter and running ``advance`` on a timer; one replica owning
+each record; cancel, deadline and ``auto``; Anthropic's resubmission
+check.
 """
 
 from __future__ import annotations
@@ -168,7 +177,8 @@ class LineDecision:
 
     Attributes:
         status: PROCESSED, FAILED, or PENDING (a retry, or never ran).
-        attempts: The item's attempts after this batch.
+        attempts: The item's attempts after this batch (one fewer than
+            the claim left when the line never ran).
         result: The result (PROCESSED), shaped as a live call's.
         error: The error record (FAILED, or the last error before a
             retry, or why the line never ran).
@@ -211,10 +221,10 @@ def decide_line(
         now: The current time.
 
     Returns:
-        The decision; a line that ran uses one attempt, one that never
-        ran none.
+        The decision. The claim counted an attempt: a line that ran keeps
+        it, one that never ran gives it back.
     """
-    attempts = int(item.get("attempts", 0))
+    attempts = int(item.get("attempts", 1))
     max_attempts = int(item.get("maxAttempts", 3))
     if line is None or (isinstance(line, LineError) and not line.ran):
         reason = (
@@ -224,7 +234,7 @@ def decide_line(
         )
         return LineDecision(
             status=Status.PENDING,
-            attempts=attempts,
+            attempts=max(0, attempts - 1),
             error={
                 "type": "batch_not_run",
                 "message": reason,
@@ -233,7 +243,6 @@ def decide_line(
             },
             next_attempt_at=now,
         )
-    attempts += 1
     if isinstance(line, LineError):
         decision = policy.decide(line.error, attempts, max_attempts, rng)
         record_ = error_record(line.error)

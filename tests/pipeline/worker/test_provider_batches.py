@@ -36,7 +36,8 @@ def _record(**changes):
     return ProviderBatchRecord(**fields)
 
 
-def _decide(line, attempts=0, max_attempts=3):
+def _decide(line, attempts=1, max_attempts=3):
+    # ``attempts`` as the claim left it (this attempt counted).
     item = {
         "_id": ObjectId(),
         "attempts": attempts,
@@ -78,7 +79,7 @@ def test_an_answer_is_processed_at_the_batch_price():
         latency_ms=0.0,
         response_id="r1",
     )
-    decision = _decide(answer, attempts=1)
+    decision = _decide(answer, attempts=2)
     assert decision.status == Status.PROCESSED
     assert decision.attempts == 2
     # Half of live: 2.0 / 2 per million in, 8.0 / 2 per million out.
@@ -96,7 +97,7 @@ def test_an_answer_is_processed_at_the_batch_price():
 
 def test_a_retryable_line_error_goes_back_after_its_wait():
     error = RateLimitError("slow down", status_code=429, retry_after=30)
-    decision = _decide(LineError(error), attempts=0)
+    decision = _decide(LineError(error), attempts=1)
     assert decision.status == Status.PENDING
     assert decision.attempts == 1
     assert decision.next_attempt_at >= NOW + timedelta(seconds=30)
@@ -104,7 +105,7 @@ def test_a_retryable_line_error_goes_back_after_its_wait():
 
 
 def test_a_line_error_fails_the_item_when_attempts_run_out():
-    decision = _decide(LineError(TransientError("boom")), attempts=2)
+    decision = _decide(LineError(TransientError("boom")), attempts=3)
     assert (decision.status, decision.attempts) == (Status.FAILED, 3)
     assert decision.error["retryable"] is True
 
@@ -119,8 +120,8 @@ def test_a_permanent_line_error_fails_at_once():
     "line",
     [None, LineError(TransientError("batch line batch_expired"), ran=False)],
 )
-def test_a_line_that_never_ran_goes_back_without_using_an_attempt(line):
-    decision = _decide(line, attempts=2, max_attempts=3)
+def test_a_line_that_never_ran_gives_its_attempt_back(line):
+    decision = _decide(line, attempts=3, max_attempts=3)
     assert decision.status == Status.PENDING
     assert decision.attempts == 2
     assert decision.next_attempt_at == NOW
