@@ -137,6 +137,7 @@ class JobSubmitter:
                 fields,
                 options.max_attempts,
                 metadata,
+                options.mode,
             )
             for seq, fields in enumerate(batch.fields)
         ]
