@@ -11,7 +11,7 @@ provider          API                                  limits per batch
 ``openai``        files + ``batches``                  50,000 req, 200 MB
 ``azure_openai``  files + ``batches`` (global batch)   100,000 req, 200 MB
 ``anthropic``     ``messages.batches``                 100,000 req, 256 MB
-``gemini``        ``batches`` (inline requests)        20 MB
+``gemini``        ``batches`` (inline, or a file)      20 MB inline, 2 GB
 ================  ===================================  =====================
 """
 

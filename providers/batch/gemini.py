@@ -7,16 +7,21 @@ custom id in ``metadata``); it is the operation ``batches/{id}``. Once
 order, each an answer or an error (a ``google.rpc.Status``). Answers are
 matched by the ``metadata`` custom id when the API returns it, else by
 position (the reference keeps the ids in order). A label is kept as
-the batch's display name. A batch that failed,
-expired or was cancelled gives no answers. The inline payload is capped
-at 20 MB; a file source (``files/...``) is not used yet.
+the batch's display name. A batch that failed, expired or was cancelled
+gives no answers.
+
+Inline requests are capped at 20 MB: a larger batch is uploaded as a
+JSON lines file (``{"key", "request"}``, the request in the REST form)
+and its answers come back as a file keyed the same way (up to 2 GB).
 """
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from .._call import CallContext
@@ -68,8 +73,10 @@ class GeminiBatchClient(BatchClient[Any, Any]):
     adapter: GeminiProvider
     provider = "gemini"
     can_find = True
-    # Inline requests: a 20 MB request body.
-    default_limits = BatchLimits(100_000, 20 * 10**6)
+    # An input file: up to 2 GB (inline requests only up to 20 MB).
+    default_limits = BatchLimits(100_000, 2 * 10**9)
+    #: Above this payload, requests go in an uploaded file.
+    inline_max_bytes = 20 * 10**6
 
     def _inline(self, item: BatchRequest) -> dict[str, Any]:
         config = self.adapter.generation_config(item.request)
@@ -91,9 +98,15 @@ class GeminiBatchClient(BatchClient[Any, Any]):
         requests: Sequence[BatchRequest],
         label: str | None,
     ) -> ProviderBatchRef:
+        size = sum(self.line_size(begun.settings, r) for r in requests)
+        src: Any
+        if size > self.inline_max_bytes:
+            src = await self._upload(begun, requests, label)
+        else:
+            src = [self._inline(r) for r in requests]
         job = await begun.client.aio.batches.create(
             model=begun.settings.model_id,
-            src=[self._inline(r) for r in requests],
+            src=src,
             config={"display_name": label} if label else None,
         )
         return ProviderBatchRef(
@@ -130,10 +143,43 @@ class GeminiBatchClient(BatchClient[Any, Any]):
             message=message,
         )
 
+    async def _upload(
+        self,
+        begun: _Begun[Any, Any],
+        requests: Sequence[BatchRequest],
+        label: str | None,
+    ) -> str:
+        """Upload the requests as a JSON lines file; return its name."""
+        data = b"".join(
+            json.dumps(
+                {"key": r.custom_id, "request": _rest_request(r)}
+            ).encode()
+            + b"\n"
+            for r in requests
+        )
+        uploaded = await begun.client.aio.files.upload(
+            file=io.BytesIO(data),
+            config={
+                "mime_type": "application/jsonl",
+                "display_name": label or "metasync-batch",
+            },
+        )
+        name: str = uploaded.name
+        return name
+
     async def _results(
         self, begun: _Begun[Any, Any], ref: ProviderBatchRef
     ) -> AsyncIterator[tuple[str, LineOutcome]]:
         job = await begun.client.aio.batches.get(name=ref.batch_id)
+        if job.dest is not None and job.dest.file_name:
+            data = await begun.client.aio.files.download(
+                file=job.dest.file_name
+            )
+            for raw in data.splitlines():
+                if raw.strip():
+                    line = json.loads(raw)
+                    yield str(line["key"]), _file_outcome(line, begun.ctx)
+            return
         responses = (job.dest.inlined_responses if job.dest else None) or []
         for index, item in enumerate(responses):
             metadata = item.metadata or {}
@@ -147,6 +193,41 @@ class GeminiBatchClient(BatchClient[Any, Any]):
         self, begun: _Begun[Any, Any], ref: ProviderBatchRef
     ) -> None:
         await begun.client.aio.batches.cancel(name=ref.batch_id)
+
+
+def _rest_request(item: BatchRequest) -> dict[str, Any]:
+    """A request in the API's own (REST) form, for an input file."""
+    request = item.request
+    body: dict[str, Any] = {"contents": contents_of(request)}
+    if request.system_prompt:
+        body["systemInstruction"] = {
+            "parts": [{"text": request.system_prompt}]
+        }
+    config: dict[str, Any] = {}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def _file_outcome(line: Mapping[str, Any], ctx: CallContext) -> LineOutcome:
+    """A line of a responses file (REST JSON) as an answer or an error."""
+    from google.genai.types import GenerateContentResponse, JobError
+
+    error = line.get("error")
+    response = line.get("response")
+    item = SimpleNamespace(
+        error=JobError.model_validate(error) if error else None,
+        response=(
+            GenerateContentResponse.model_validate(response)
+            if response
+            else None
+        ),
+    )
+    return _outcome(item, ctx)
 
 
 def _outcome(item: Any, ctx: CallContext) -> LineOutcome:

@@ -103,6 +103,9 @@ class FakeProviderApp:
                     if root == "/v1"
                     else None
                 ),
+                other_file=(
+                    self._gemini_batches.download_v1 if root == "/v1" else None
+                ),
             ).add_to(app)
         AnthropicBatchRoutes(self.batches, self.config).add_to(app)
         self._gemini_batches.add_to(app)

@@ -16,12 +16,21 @@ succeeded ``metadata.output.inlinedResponses.inlinedResponses`` holds one
 response per request, in request order, each a ``response`` or an
 ``error`` (a ``google.rpc.Status``). Batches that did not succeed give no
 output. ``lineErrors.customIds`` name lines by ``metadata.custom_id``, or
-as ``line-{index}`` when there is none. An input file
-(``inputConfig.fileName``) is not supported here.
+as ``line-{index}`` when there is none.
+
+A batch may instead read an uploaded JSON lines file
+(``inputConfig.fileName``, lines ``{"key", "request"}``); its output is
+then a file too (``responsesFile``, lines ``{"key", "response"}`` or
+``{"key", "error"}``), and lines are named by their key. Files use the
+resumable upload protocol and the download route::
+
+    POST /upload/{version}/files                 start, then ?upload_id=
+    GET  /{version}/files/{id}:download?alt=media
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -68,6 +77,7 @@ class GeminiBatchRoutes:
         self.store = store
         self.config = config
         self.wire = GeminiWire()
+        self._uploads: dict[str, dict[str, Any]] = {}
 
     def add_to(self, app: web.Application) -> None:
         """Register the poll and cancel routes.
@@ -75,6 +85,8 @@ class GeminiBatchRoutes:
         Creation shares the path of ``generateContent``, and polls under
         ``/v1`` share OpenAI's path: the app dispatches those.
         """
+        app.router.add_post("/upload/{version}/files", self.upload)
+        app.router.add_get("/{version}/files/{file_action}", self.download)
         app.router.add_get("/{version}/batches", self.list_batches)
         app.router.add_get("/{version}/batches/{batch_id}", self.retrieve)
         app.router.add_post("/{version}/batches/{batch_action}", self._cancel)
@@ -101,13 +113,26 @@ class GeminiBatchRoutes:
         )
         if not isinstance(config, Mapping):
             return self._error(400, "batch.inputConfig is required")
-        if "fileName" in config:
-            return self._error(400, "inputConfig.fileName: not supported")
-        holder = config.get("requests")
-        items = holder.get("requests") if isinstance(holder, Mapping) else None
+        key = request.headers.get("x-goog-api-key")
+        items: Any
+        file_name = config.get("fileName")
+        if file_name is not None:
+            stored = self.store.files.get(
+                str(file_name).removeprefix("files/")
+            )
+            if stored is None:
+                return self._error(400, f"inputConfig.fileName: {file_name}")
+            try:
+                items = [json.loads(raw) for raw in stored.data.splitlines()]
+            except ValueError:
+                return self._error(400, "the input file is not JSON lines")
+        else:
+            holder = config.get("requests")
+            items = (
+                holder.get("requests") if isinstance(holder, Mapping) else None
+            )
         if not isinstance(items, list) or not items:
             return self._error(400, "batch.inputConfig.requests is empty")
-        key = request.headers.get("x-goog-api-key")
         lines = [
             self._line(index, item, model, key)
             for index, item in enumerate(items)
@@ -122,6 +147,7 @@ class GeminiBatchRoutes:
                 behaviours={model: self.config.behaviour(model)},
                 seed=self.config.seed,
                 extra={
+                    "fileSource": file_name is not None,
                     "displayName": batch_doc.get("displayName", ""),
                     "metadata": [
                         item.get("metadata")
@@ -145,6 +171,8 @@ class GeminiBatchRoutes:
         custom_id = f"line-{index}"
         if isinstance(metadata, Mapping) and metadata.get("custom_id"):
             custom_id = str(metadata["custom_id"])
+        if item.get("key"):
+            custom_id = str(item["key"])
         request = item.get("request")
         if not isinstance(request, Mapping):
             return BatchLine(custom_id, None, "request is required")
@@ -221,7 +249,11 @@ class GeminiBatchRoutes:
         if outcome is not None:
             metadata["endTime"] = _stamp(batch.ended_at(now))
             operation["done"] = True
-        if outcome == "completed":
+        if outcome == "completed" and batch.extra["fileSource"]:
+            output: dict[str, Any] = {
+                "responsesFile": self._output_file(batch, results)
+            }
+        elif outcome == "completed":
             output = {
                 "inlinedResponses": {
                     "inlinedResponses": [
@@ -232,6 +264,7 @@ class GeminiBatchRoutes:
                     ]
                 }
             }
+        if outcome == "completed":
             metadata["output"] = output
             operation["response"] = {
                 "@type": _TYPE + "GenerateContentBatchOutput",
@@ -240,6 +273,86 @@ class GeminiBatchRoutes:
         elif outcome == "failed":
             operation["error"] = {"code": 13, "message": "Batch failed."}
         return operation
+
+    def _output_file(self, batch: FakeBatch, results: list[LineResult]) -> str:
+        """Write (once) the responses file of a file-sourced batch."""
+        if "responsesFile" not in batch.extra:
+            lines = []
+            for result in results:
+                line = self._response(result, None)
+                line["key"] = result.custom_id
+                lines.append(json.dumps(line).encode() + b"\n")
+            stored = self.store.add_file(
+                "batch_output", f"{batch.id}.jsonl", b"".join(lines)
+            )
+            batch.extra["responsesFile"] = f"files/{stored.id}"
+        name: str = batch.extra["responsesFile"]
+        return name
+
+    # -- files --------------------------------------------------------------
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """The resumable upload: a start, then the bytes (one chunk here)."""
+        upload_id = request.query.get("upload_id")
+        if upload_id is None:
+            if request.headers.get("X-Goog-Upload-Command") != "start":
+                return self._error(400, "X-Goog-Upload-Command: start first")
+            body = await request.json()
+            meta = body.get("file") if isinstance(body, Mapping) else None
+            upload_id = self.store.new_id("upload-")
+            self._uploads[upload_id] = dict(meta or {})
+            url = (
+                f"{request.scheme}://{request.host}{request.path}"
+                f"?upload_id={upload_id}"
+            )
+            return web.json_response(
+                {},
+                headers={
+                    "X-Goog-Upload-URL": url,
+                    "X-Goog-Upload-Status": "active",
+                },
+            )
+        meta = self._uploads.pop(upload_id, None)
+        if meta is None:
+            return self._error(404, "No such upload.")
+        command = request.headers.get("X-Goog-Upload-Command", "")
+        if "finalize" not in command:
+            return self._error(400, "uploads here take one chunk")
+        data = await request.read()
+        stored = self.store.add_file(
+            "batch", str(meta.get("displayName") or "upload"), data
+        )
+        self.store.count(VENDOR, "files")
+        name = f"files/{stored.id}"
+        file_doc = {
+            "name": name,
+            "displayName": meta.get("displayName"),
+            "mimeType": meta.get("mimeType", "application/jsonl"),
+            "sizeBytes": str(len(data)),
+            "state": "ACTIVE",
+            "uri": f"{request.scheme}://{request.host}/v1beta/{name}",
+        }
+        return web.json_response(
+            {"file": file_doc}, headers={"X-Goog-Upload-Status": "final"}
+        )
+
+    async def download(self, request: web.Request) -> web.Response:
+        """``files/{id}:download``: a file's bytes."""
+        return self._download(request.match_info["file_action"])
+
+    async def download_v1(self, request: web.Request) -> web.Response:
+        """The same under ``/v1``, where OpenAI's file route matches first."""
+        return self._download(request.match_info["file_id"])
+
+    def _download(self, file_action: str) -> web.Response:
+        file_id, _, action = file_action.partition(":")
+        stored = self.store.files.get(file_id)
+        if action != "download" or stored is None:
+            return self._error(404, "File not found.")
+        self.store.count(VENDOR, "downloads")
+        return web.Response(
+            body=stored.data, content_type="application/octet-stream"
+        )
 
     def _response(self, result: LineResult, metadata: Any) -> dict[str, Any]:
         item: dict[str, Any] = {}

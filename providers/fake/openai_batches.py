@@ -60,6 +60,8 @@ class OpenAIBatchRoutes:
             (Gemini polls ``/v1/batches/{id}`` too), or None.
         other_list: Answers a list that is not this vendor's (Gemini's
             ``GET /v1/batches``, told apart by its key header), or None.
+        other_file: Answers ``GET /v1/files/{id}:download`` (Gemini's), or
+            None.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class OpenAIBatchRoutes:
         needs_api_version: bool,
         other_poll: Handler | None = None,
         other_list: Handler | None = None,
+        other_file: Handler | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -80,6 +83,7 @@ class OpenAIBatchRoutes:
         self.needs_api_version = needs_api_version
         self.other_poll = other_poll
         self.other_list = other_list
+        self.other_file = other_file
         self.wire = OpenAIWire("openai" if vendor == "openai" else vendor)
 
     def add_to(self, app: web.Application) -> None:
@@ -111,6 +115,11 @@ class OpenAIBatchRoutes:
         return web.json_response(_file_object(stored))
 
     async def _file(self, request: web.Request) -> web.Response:
+        if (
+            self.other_file is not None
+            and ":" in request.match_info["file_id"]
+        ):
+            return await self.other_file(request)
         if (bad := self._bad_version(request)) is not None:
             return bad
         stored = self.store.files.get(request.match_info["file_id"])

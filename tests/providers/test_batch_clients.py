@@ -29,6 +29,7 @@ from providers.errors import (
     AuthenticationError,
     PermanentError,
     RateLimitError,
+    TransientError,
 )
 from providers.fake import FakeProviderServer, fake_model_config
 
@@ -257,6 +258,36 @@ async def test_a_labelled_batch_is_found_after_a_lost_answer(
     )
     assert missing is None
     assert fake.batch_stats()[client.provider]["lists"] >= 2
+
+
+async def test_gemini_sends_a_large_batch_as_an_uploaded_file(
+    fake: FakeProviderServer,
+) -> None:
+    client = batch_client("gemini")
+    assert client is not None
+    client.inline_max_bytes = 0  # type: ignore[attr-defined]
+    try:
+        model = Model(fake, client).behave(
+            batch={
+                "durationMs": 30,
+                "lineErrors": {"customIds": ["item-1"], "status": 503},
+            }
+        )
+        before = fake.batch_stats().get("gemini", {})
+        ref = await model.submit(requests(3, max_tokens=2))
+        assert (await model.wait(ref)).state == "completed"
+        outcomes = await model.results(ref)
+    finally:
+        await client.aclose()
+    answer = outcomes["item-2"]
+    assert isinstance(answer, Completion)
+    assert (answer.text, answer.finish_reason) == ("echo number", "length")
+    failed = outcomes["item-1"]
+    assert isinstance(failed, LineError)
+    assert isinstance(failed.error, TransientError) and failed.ran
+    after = fake.batch_stats()["gemini"]
+    assert after["files"] - before.get("files", 0) == 1
+    assert after["downloads"] - before.get("downloads", 0) == 1
 
 
 async def test_split_requests_fit_the_limits_and_all_come_back(
