@@ -78,6 +78,13 @@ class BatchLedger:
             record.state, record.collected_at = "collected", now
         return bool(result.modified_count)
 
+    async def mark_cancel_requested(self, record: ProviderBatchRecord) -> None:
+        """Remember that the vendor was asked to cancel the batch."""
+        await self.records.update_one(
+            {"_id": record.id}, {"$set": {"cancelRequested": True}}
+        )
+        record.cancel_requested = True
+
     async def open_records(self, provider: str) -> list[ProviderBatchRecord]:
         """A provider's records not yet collected, oldest first."""
         docs = await self.records.find(

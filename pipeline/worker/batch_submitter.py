@@ -126,6 +126,7 @@ class BatchSubmitter:
                 provider=self.provider,
                 item_ids=[item["_id"] for item in group_items],
                 created_at=self.clock(),
+                job_ids=sorted({item["jobId"] for item in group_items}),
             )
             await self.ledger.add(record)
             claimed = await self.items.claim(
@@ -192,6 +193,10 @@ class BatchSubmitter:
         self, record: ProviderBatchRecord, model: BatchModel
     ) -> None:
         assert record.ref is not None
+        if not record.cancel_requested and await self._jobs_canceled(record):
+            await self.client.cancel(model.config, model.api_key, record.ref)
+            await self.ledger.mark_cancel_requested(record)
+            log.info("provider_batch_cancel", batch=record.ref.batch_id)
         status = await self.client.poll(
             model.config, model.api_key, record.ref
         )
@@ -256,5 +261,31 @@ class BatchSubmitter:
                     attempts=decision.attempts,
                 )
             )
+        written: list[Outcome] = []
         for chunk in chunks(outcomes, MAX_IDS_PER_QUERY):
-            await self.items.finish(list(chunk))
+            written += (await self.items.finish(list(chunk))).written
+        # Lines of canceled jobs that never ran go on to CANCELED, as the
+        # live engine does with items put back after a cancel.
+        canceled = await self._canceled_jobs(record)
+        back = [
+            o.item
+            for o in written
+            if o.status == Status.PENDING and o.item["jobId"] in canceled
+        ]
+        if back:
+            await self.items.move(back, Status.PENDING, Status.CANCELED)
+
+    async def _canceled_jobs(
+        self, record: ProviderBatchRecord
+    ) -> set[ObjectId]:
+        if not record.job_ids:
+            return set()
+        docs = await self.items.jobs.find(
+            {"_id": {"$in": list(record.job_ids)}}, {"status": 1}
+        ).to_list()
+        return {d["_id"] for d in docs if d["status"] == Status.CANCELED}
+
+    async def _jobs_canceled(self, record: ProviderBatchRecord) -> bool:
+        """Whether every job of the batch was canceled."""
+        canceled = await self._canceled_jobs(record)
+        return bool(record.job_ids) and canceled >= set(record.job_ids)

@@ -55,8 +55,9 @@ Polling and results
     count as never run. Then the record is ``collected``.
 
 Cancel, deadline, cost
-    Cancelling a job cancels its provider batches (lines already
-    answered are kept, as running live items are); ``auto`` cancels a
+    Cancelling every job of a provider batch cancels the batch (lines
+    already answered are kept, as running live items are; the others go
+    back to PENDING and on to CANCELED); ``auto`` cancels a
     batch whose deadline comes near and its unfinished items run live.
     A batch answer costs the model's batch price
     (:meth:`pipeline.catalog.Pricing.cost` with ``batch=True``) and its
@@ -65,10 +66,10 @@ Cancel, deadline, cost
 Built so far: this module (the record, :func:`decide_line`),
 :mod:`pipeline.worker.batch_ledger` and
 :mod:`pipeline.worker.batch_submitter` (submit, resume, poll, collect).
-Still to build: the job options; the live engine leaving batch items to
-the submitter and running ``advance`` on a timer; one replica owning
-each record; cancel, deadline and ``auto``; Anthropic's resubmission
-check.
+The job options are read (:mod:`pipeline.jobs.mode`). Still to build:
+the live engine leaving batch items to the submitter and running
+``advance`` on a timer; one replica owning each record; deadline and
+``auto``; Anthropic's resubmission check; fallbacks; the benchmark.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class ProviderBatchRecord:
         ref: The vendor's reference, once submitted.
         submitted_at: When the vendor accepted the batch.
         collected_at: When its results were written.
+        job_ids: The jobs its items belong to.
+        cancel_requested: Whether the vendor was asked to cancel it (its
+            jobs were all canceled).
         owner: The worker lane polling it, and until when.
     """
 
@@ -120,6 +124,8 @@ class ProviderBatchRecord:
     ref: ProviderBatchRef | None = None
     submitted_at: datetime | None = None
     collected_at: datetime | None = None
+    job_ids: list[ObjectId] = field(default_factory=list)
+    cancel_requested: bool = False
     owner: str | None = None
     owner_expires_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +147,8 @@ class ProviderBatchRecord:
             "ref": self.ref.to_doc() if self.ref is not None else None,
             "submittedAt": self.submitted_at,
             "collectedAt": self.collected_at,
+            "jobIds": list(self.job_ids),
+            "cancelRequested": self.cancel_requested,
             "owner": self.owner,
             "ownerExpiresAt": self.owner_expires_at,
         }
@@ -166,6 +174,8 @@ class ProviderBatchRecord:
             ref=ProviderBatchRef.from_doc(ref) if ref else None,
             submitted_at=doc.get("submittedAt"),
             collected_at=doc.get("collectedAt"),
+            job_ids=list(doc.get("jobIds") or ()),
+            cancel_requested=bool(doc.get("cancelRequested")),
             owner=doc.get("owner"),
             owner_expires_at=doc.get("ownerExpiresAt"),
         )

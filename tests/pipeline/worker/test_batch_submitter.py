@@ -11,7 +11,8 @@ import pytest
 from bson import ObjectId
 
 from pipeline.catalog import Pricing
-from pipeline.states import Status
+from pipeline.jobs.service import JobService
+from pipeline.states import Actor, Status
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
 from pipeline.worker.item_store import ItemStore
@@ -175,3 +176,23 @@ async def test_a_record_left_before_its_submission_is_submitted(parts):
     assert fake.batch_stats()["openai"]["creates"] == creates + 1
     done = await job_items(store, job["_id"])
     assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+async def test_canceling_the_job_cancels_its_provider_batch(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(store, settings, fake, 3, model="bm5")
+    fake.configure(models={"bm5": {"batch": {"durationMs": 600_000}}})
+    submitter = _submitter(parts, "bm5")
+    await submitter.submit("bm5", await job_items(store, job["_id"]))
+    cancels = fake.batch_stats()["openai"].get("cancels", 0)
+    await JobService(store).transition(
+        job["clientId"], str(job["_id"]), Status.CANCELED, Actor.CLIENT
+    )
+    await _until_collected(submitter, ledger)
+    assert fake.batch_stats()["openai"]["cancels"] == cancels + 1
+    items = await job_items(store, job["_id"])
+    assert {i["status"] for i in items} == {Status.CANCELED}
+    # The claim's attempt was given back: none of them ran.
+    assert {i["attempts"] for i in items} == {0}
+    stored = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert stored["counts"][Status.CANCELED] == 3
