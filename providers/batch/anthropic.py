@@ -20,12 +20,12 @@ from .._http_errors import error_for_status
 from ..anthropic import AnthropicProvider, completion_from_message
 from ..errors import TransientError
 from .base import (
+    BatchCall,
     BatchClient,
     BatchRequest,
     BatchStatus,
     LineOutcome,
     ProviderBatchRef,
-    _Begun,
     line_error,
 )
 from .split import BatchLimits
@@ -65,7 +65,7 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
 
     async def _submit(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         requests: Sequence[BatchRequest],
         label: str | None,
     ) -> ProviderBatchRef:
@@ -76,7 +76,7 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
         return ProviderBatchRef(self.provider, batch.id)
 
     async def _poll(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> BatchStatus:
         batch = await begun.client.messages.batches.retrieve(ref.batch_id)
         counts = batch.request_counts
@@ -103,14 +103,14 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
         )
 
     async def _results(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> AsyncIterator[tuple[str, LineOutcome]]:
         stream = await begun.client.messages.batches.results(ref.batch_id)
         async for line in stream:
             yield line.custom_id, _outcome(line.result, begun.ctx)
 
     async def _cancel(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> None:
         await begun.client.messages.batches.cancel(ref.batch_id)
 

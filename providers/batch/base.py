@@ -143,7 +143,9 @@ C = TypeVar("C")
 
 
 @dataclass
-class _Begun(Generic[S, C]):
+class BatchCall(Generic[S, C]):
+    """One call's parsed settings, SDK client and error context."""
+
     settings: S
     client: C
     ctx: CallContext = field(repr=False)
@@ -183,7 +185,7 @@ class BatchClient(ABC, Generic[S, C]):
     @abstractmethod
     async def _submit(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         requests: Sequence[BatchRequest],
         label: str | None,
     ) -> ProviderBatchRef:
@@ -191,7 +193,7 @@ class BatchClient(ABC, Generic[S, C]):
 
     async def _find(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         label: str,
         since: datetime,
         line_ids: tuple[str, ...],
@@ -201,19 +203,19 @@ class BatchClient(ABC, Generic[S, C]):
 
     @abstractmethod
     async def _poll(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> BatchStatus:
         """Read the batch's status."""
 
     @abstractmethod
     def _results(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> AsyncIterator[tuple[str, LineOutcome]]:
         """Read the ended batch's lines."""
 
     @abstractmethod
     async def _cancel(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> None:
         """Ask the vendor to stop the batch."""
 
@@ -221,7 +223,7 @@ class BatchClient(ABC, Generic[S, C]):
 
     def _begin(
         self, config: Mapping[str, Any], api_key: str | None
-    ) -> _Begun[Any, Any]:
+    ) -> BatchCall[Any, Any]:
         settings = self.adapter.parse_settings(config)
         ctx = CallContext(self.provider, settings.model_label, api_key)
         if settings.common.auth == "none":
@@ -235,7 +237,7 @@ class BatchClient(ABC, Generic[S, C]):
             )
         with self._boundary(ctx):
             client = self._clients.get(settings, api_key)
-        return _Begun(settings, client, ctx)
+        return BatchCall(settings, client, ctx)
 
     @contextmanager
     def _boundary(self, ctx: CallContext) -> Any:

@@ -33,12 +33,12 @@ from ..gemini import (
     contents_of,
 )
 from .base import (
+    BatchCall,
     BatchClient,
     BatchRequest,
     BatchStatus,
     LineOutcome,
     ProviderBatchRef,
-    _Begun,
     line_error,
 )
 from .split import BatchLimits
@@ -94,7 +94,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
 
     async def _submit(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         requests: Sequence[BatchRequest],
         label: str | None,
     ) -> ProviderBatchRef:
@@ -115,7 +115,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
 
     async def _find(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         label: str,
         since: datetime,
         line_ids: tuple[str, ...],
@@ -132,7 +132,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
         return None
 
     async def _poll(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> BatchStatus:
         job = await begun.client.aio.batches.get(name=ref.batch_id)
         state = getattr(job.state, "value", job.state)
@@ -145,7 +145,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
 
     async def _upload(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         requests: Sequence[BatchRequest],
         label: str | None,
     ) -> str:
@@ -168,7 +168,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
         return name
 
     async def _results(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> AsyncIterator[tuple[str, LineOutcome]]:
         job = await begun.client.aio.batches.get(name=ref.batch_id)
         if job.dest is not None and job.dest.file_name:
@@ -190,7 +190,7 @@ class GeminiBatchClient(BatchClient[Any, Any]):
                 yield custom_id, _outcome(item, begun.ctx)
 
     async def _cancel(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> None:
         await begun.client.aio.batches.cancel(name=ref.batch_id)
 

@@ -26,12 +26,12 @@ from .._openai_wire import completion_from_data
 from ..errors import TransientError
 from ..openai import OpenAIChatAdapter
 from .base import (
+    BatchCall,
     BatchClient,
     BatchRequest,
     BatchStatus,
     LineOutcome,
     ProviderBatchRef,
-    _Begun,
     line_error,
 )
 from .split import BatchLimits
@@ -69,7 +69,7 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
 
     async def _submit(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         requests: Sequence[BatchRequest],
         label: str | None,
     ) -> ProviderBatchRef:
@@ -87,7 +87,7 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
 
     async def _find(
         self,
-        begun: _Begun[Any, Any],
+        begun: BatchCall[Any, Any],
         label: str,
         since: datetime,
         line_ids: tuple[str, ...],
@@ -102,7 +102,7 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
         return None
 
     async def _poll(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> BatchStatus:
         batch = await begun.client.batches.retrieve(ref.batch_id)
         counts = batch.request_counts
@@ -121,7 +121,7 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
         )
 
     async def _results(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> AsyncIterator[tuple[str, LineOutcome]]:
         batch = await begun.client.batches.retrieve(ref.batch_id)
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -134,7 +134,7 @@ class OpenAIBatchClient(BatchClient[Any, Any]):
                     yield line["custom_id"], _outcome(line, begun.ctx)
 
     async def _cancel(
-        self, begun: _Begun[Any, Any], ref: ProviderBatchRef
+        self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> None:
         await begun.client.batches.cancel(ref.batch_id)
 
