@@ -46,18 +46,58 @@ class Limits(_CamelModel):
     tpm: int | None = Field(None, ge=1, description="tokens per minute")
 
 
+#: Batch prices as a share of live ones when the catalog gives none: the
+#: vendors' batch APIs cost about half.
+BATCH_DISCOUNT = 0.5
+
+
 class Pricing(_CamelModel):
-    """USD per one million tokens."""
+    """USD per one million tokens, live and through a batch API.
+
+    A batch price left out (None) is :data:`BATCH_DISCOUNT` of the live
+    one.
+    """
 
     input_per_million: float = Field(0.0, ge=0)
     output_per_million: float = Field(0.0, ge=0)
+    batch_input_per_million: float | None = Field(None, ge=0)
+    batch_output_per_million: float | None = Field(None, ge=0)
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """The price of a call with this usage, in USD."""
-        return (
-            input_tokens * self.input_per_million
-            + output_tokens * self.output_per_million
-        ) / 1_000_000
+    @property
+    def batch_input(self) -> float:
+        """The batch price of a million input tokens."""
+        if self.batch_input_per_million is not None:
+            return self.batch_input_per_million
+        return self.input_per_million * BATCH_DISCOUNT
+
+    @property
+    def batch_output(self) -> float:
+        """The batch price of a million output tokens."""
+        if self.batch_output_per_million is not None:
+            return self.batch_output_per_million
+        return self.output_per_million * BATCH_DISCOUNT
+
+    def cost(
+        self, input_tokens: int, output_tokens: int, *, batch: bool = False
+    ) -> float:
+        """The price of a call with this usage, in USD.
+
+        Args:
+            input_tokens: Tokens in.
+            output_tokens: Tokens out.
+            batch: Whether the call went through a provider batch.
+
+        Returns:
+            USD.
+        """
+        if batch:
+            per_input, per_output = self.batch_input, self.batch_output
+        else:
+            per_input = self.input_per_million
+            per_output = self.output_per_million
+        return (input_tokens * per_input + output_tokens * per_output) / (
+            1_000_000
+        )
 
 
 class ModelSpec(_CamelModel):

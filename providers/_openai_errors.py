@@ -24,7 +24,8 @@ _CONTENT_FILTER_CODES = frozenset(
 )
 
 
-def _is_content_filter(body: Any) -> bool:
+def is_content_filter(body: Any) -> bool:
+    """Whether an error object says a content filter refused."""
     if not isinstance(body, Mapping):
         return False
     codes = {str(body.get("code", "")).lower()}
@@ -66,7 +67,7 @@ def map_openai_error(exc: Exception, ctx: CallContext) -> ProviderError | None:
             message,
             ctx,
             headers=exc.response.headers,
-            content_filter=_is_content_filter(body),
+            content_filter=is_content_filter(body),
         )
     if isinstance(exc, openai.APIResponseValidationError):
         return TransientError(

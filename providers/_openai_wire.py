@@ -93,6 +93,22 @@ def completion_from_body(body: bytes, ctx: CallContext) -> Completion:
             f"{ctx.provider}: malformed response: not JSON: "
             + ctx.safe_message(body[:200].decode(errors="replace"))
         ) from exc
+    return completion_from_data(data, ctx)
+
+
+def completion_from_data(data: Any, ctx: CallContext) -> Completion:
+    """Read a decoded ``chat.completion`` (a response, or a batch line's).
+
+    Args:
+        data: The decoded JSON body.
+        ctx: The call's context (for latency and messages).
+
+    Returns:
+        The first choice's text and finish reason, usage, model and id.
+
+    Raises:
+        TransientError: The body holds no choice.
+    """
     choices = data.get("choices") if isinstance(data, Mapping) else None
     if not isinstance(choices, list) or not choices:
         raise TransientError(f"{ctx.provider}: the response had no choices")

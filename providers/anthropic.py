@@ -37,6 +37,7 @@ from .errors import ProviderError, StreamError
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
+    from anthropic.types import Message
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
@@ -84,6 +85,31 @@ def _input_tokens(usage: Any) -> int:
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
         )
+    )
+
+
+def completion_from_message(message: Message, ctx: CallContext) -> Completion:
+    """Read a whole ``Message`` (a response, or a batch result's).
+
+    Args:
+        message: The SDK's message.
+        ctx: The call's context (for latency).
+
+    Returns:
+        The completion.
+    """
+    text = "".join(
+        block.text for block in message.content if block.type == "text"
+    )
+    return Completion(
+        text=text,
+        finish_reason=normalize_finish_reason(
+            message.stop_reason, FINISH_ALIASES
+        ),
+        usage=Usage(_input_tokens(message.usage), message.usage.output_tokens),
+        model=message.model,
+        latency_ms=ctx.elapsed_ms(),
+        response_id=message.id,
     )
 
 
@@ -150,9 +176,19 @@ class AnthropicProvider(SDKAdapter[AnthropicSettings, "AsyncAnthropic"]):
         """Translate an ``anthropic`` SDK exception."""
         return map_anthropic_error(exc, ctx)
 
-    def _params(
+    def message_params(
         self, settings: AnthropicSettings, request: CompletionRequest
     ) -> dict[str, Any]:
+        """The ``messages.create`` arguments of a request.
+
+        Args:
+            settings: The model's settings.
+            request: What to ask.
+
+        Returns:
+            The keyword arguments (``extra_body`` holds what the SDK no
+            longer types).
+        """
         params: dict[str, Any] = {
             "model": settings.model_id,
             "max_tokens": request.max_tokens or settings.default_max_tokens,
@@ -176,23 +212,9 @@ class AnthropicProvider(SDKAdapter[AnthropicSettings, "AsyncAnthropic"]):
     ) -> Completion:
         """Make one Messages call."""
         message = await client.messages.create(
-            **self._params(settings, request)
+            **self.message_params(settings, request)
         )
-        text = "".join(
-            block.text for block in message.content if block.type == "text"
-        )
-        return Completion(
-            text=text,
-            finish_reason=normalize_finish_reason(
-                message.stop_reason, FINISH_ALIASES
-            ),
-            usage=Usage(
-                _input_tokens(message.usage), message.usage.output_tokens
-            ),
-            model=message.model,
-            latency_ms=ctx.elapsed_ms(),
-            response_id=message.id,
-        )
+        return completion_from_message(message, ctx)
 
     async def call_stream(
         self,
@@ -208,7 +230,7 @@ class AnthropicProvider(SDKAdapter[AnthropicSettings, "AsyncAnthropic"]):
         model = message_id = None
         stopped = False
         stream = await client.messages.create(
-            **self._params(settings, request), stream=True
+            **self.message_params(settings, request), stream=True
         )
         async with stream:
             ctx.streaming = True

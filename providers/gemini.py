@@ -69,7 +69,8 @@ class GeminiSettings:
         return self.model_id
 
 
-def _contents(request: CompletionRequest) -> list[dict[str, Any]]:
+def contents_of(request: CompletionRequest) -> list[dict[str, Any]]:
+    """The ``contents`` of a request (its non-system messages)."""
     return [
         {
             "role": "model" if m.role == "assistant" else "user",
@@ -108,6 +109,33 @@ def _text(response: GenerateContentResponse) -> tuple[str, Any]:
     parts = candidate.content.parts if candidate.content else None
     text = "".join(p.text for p in parts or () if p.text and not p.thought)
     return text, candidate.finish_reason
+
+
+def completion_from_response(
+    response: GenerateContentResponse, ctx: CallContext
+) -> Completion:
+    """Read a whole response (a call's, or a batch line's).
+
+    Args:
+        response: The SDK's response.
+        ctx: The call's context (for latency and messages).
+
+    Returns:
+        The completion.
+
+    Raises:
+        ContentFilterError: The prompt was blocked.
+    """
+    _check_blocked(response, ctx)
+    text, finish = _text(response)
+    return Completion(
+        text=text,
+        finish_reason=normalize_finish_reason(finish, FINISH_ALIASES),
+        usage=_usage(response.usage_metadata),
+        model=response.model_version,
+        latency_ms=ctx.elapsed_ms(),
+        response_id=response.response_id,
+    )
 
 
 class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
@@ -165,7 +193,10 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
         """Translate a ``google-genai`` exception."""
         return map_gemini_error(exc, ctx)
 
-    def _config(self, request: CompletionRequest) -> GenerateContentConfig:
+    def generation_config(
+        self, request: CompletionRequest
+    ) -> GenerateContentConfig:
+        """The ``config`` of a request: system text and sampling."""
         from google.genai.types import GenerateContentConfig
 
         config: dict[str, Any] = {}
@@ -187,19 +218,10 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
         """Make one ``generateContent`` call."""
         response = await client.aio.models.generate_content(
             model=settings.model_id,
-            contents=_contents(request),
-            config=self._config(request),
+            contents=contents_of(request),
+            config=self.generation_config(request),
         )
-        _check_blocked(response, ctx)
-        text, finish = _text(response)
-        return Completion(
-            text=text,
-            finish_reason=normalize_finish_reason(finish, FINISH_ALIASES),
-            usage=_usage(response.usage_metadata),
-            model=response.model_version,
-            latency_ms=ctx.elapsed_ms(),
-            response_id=response.response_id,
-        )
+        return completion_from_response(response, ctx)
 
     async def call_stream(
         self,
@@ -215,8 +237,8 @@ class GeminiProvider(SDKAdapter[GeminiSettings, "Client"]):
         usage_metadata: Any = None
         stream = await client.aio.models.generate_content_stream(
             model=settings.model_id,
-            contents=_contents(request),
-            config=self._config(request),
+            contents=contents_of(request),
+            config=self.generation_config(request),
         )
         try:
             async for chunk in stream:

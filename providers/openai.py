@@ -132,7 +132,18 @@ class OpenAIChatAdapter(SDKAdapter[W, "AsyncOpenAI"]):
         """Release the client's connection pool."""
         await client.close()
 
-    def _body(self, settings: W, request: CompletionRequest) -> dict[str, Any]:
+    def request_body(
+        self, settings: W, request: CompletionRequest
+    ) -> dict[str, Any]:
+        """The chat-completions body of a request (also a batch line's).
+
+        Args:
+            settings: The model's settings.
+            request: What to ask.
+
+        Returns:
+            The JSON body.
+        """
         body: dict[str, Any] = {
             "model": settings.wire_model,
             "messages": chat_messages(request),
@@ -161,7 +172,7 @@ class OpenAIChatAdapter(SDKAdapter[W, "AsyncOpenAI"]):
 
         response = await client.post(
             CHAT_PATH,
-            body=self._body(settings, request),
+            body=self.request_body(settings, request),
             cast_to=httpx2.Response,
         )
         return completion_from_body(response.content, ctx)
@@ -174,7 +185,7 @@ class OpenAIChatAdapter(SDKAdapter[W, "AsyncOpenAI"]):
         ctx: CallContext,
     ) -> AsyncIterator[StreamEvent]:
         """Make one streaming chat-completions call."""
-        body = self._body(settings, request)
+        body = self.request_body(settings, request)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         accumulator = StreamAccumulator()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -13,6 +13,7 @@ from pipeline.jobs.aggregation import initial_counts
 from pipeline.jobs.item_ids import item_id
 from pipeline.states import Status
 from pipeline.store.document_collection import Document, new_metadata
+from providers.batch import has_batch_api
 
 #: Attempts per item when nothing says otherwise: the API's default for
 #: ``maxAttempts``. Every job and item stores its own, so readers fall
@@ -23,12 +24,19 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Options a client gives for a whole job."""
+    """Options a client gives for a whole job.
+
+    Attributes:
+        mode: ``live``, ``batch`` or ``auto`` (:mod:`pipeline.jobs.mode`).
+        deadline: How long the job may take, or None.
+    """
 
     priority: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     cache: bool = False
     idempotency_key: str | None = None
+    mode: str = "live"
+    deadline: timedelta | None = None
 
 
 def new_job(
@@ -70,6 +78,18 @@ def new_job(
         "requeues": 0,
         "startedAt": None,
         "finishedAt": None,
+        "mode": options.mode,
+        "deadline": (
+            job_id.generation_time + options.deadline
+            if options.deadline is not None
+            else None
+        ),
+        # Providers without a batch API run a batch job's items live.
+        "liveOnlyProviders": (
+            []
+            if options.mode == "live"
+            else [p for p in providers if not has_batch_api(p)]
+        ),
         "_metadata": new_metadata(f"client:{client_id}"),
     }
     if options.idempotency_key is not None:
@@ -87,6 +107,7 @@ def new_item(
     max_attempts: int,
     metadata: Document,
     estimated_cost: float = 0.0,
+    mode: str = "live",
 ) -> Document:
     """An item document; ``fields`` holds the validated, rendered request.
 
@@ -102,11 +123,13 @@ def new_item(
         metadata: The shared ``_metadata`` block of the batch.
         estimated_cost: Its estimated cost (USD), reserved of its
             client's budget until it reaches a final status.
+        mode: The job's mode; stored on the item unless ``live``, so a
+            worker's window read tells batch items apart.
 
     Returns:
         The document.
     """
-    return {
+    item: Document = {
         "_id": item_id(item_base, seq),
         "jobId": job_id,
         "clientId": client_id,
@@ -118,6 +141,9 @@ def new_item(
         "estCost": estimated_cost,
         "_metadata": metadata,
     }
+    if mode != "live":
+        item["mode"] = mode
+    return item
 
 
 #: Job fields a worker needs to track a job (no item data).
@@ -133,6 +159,8 @@ SUMMARY_FIELDS = (
     "models",
     "status",
     "requeues",
+    "mode",
+    "deadline",
     "_metadata",
 )
 
@@ -160,6 +188,8 @@ class JobSummary:
         requeues: Requeue generation (how many requeues were asked).
         deleted: Soft-deleted by its client.
         started_at: When its first item was claimed.
+        mode: ``live``, ``batch`` or ``auto``.
+        deadline: When the job must be done, or None.
     """
 
     id: ObjectId
@@ -175,6 +205,8 @@ class JobSummary:
     requeues: int = 0
     deleted: bool = False
     started_at: datetime | None = None
+    mode: str = "live"
+    deadline: datetime | None = None
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> JobSummary:
@@ -194,6 +226,8 @@ class JobSummary:
             requeues=doc.get("requeues", 0),
             deleted=bool((doc.get("_metadata") or {}).get("isDeleted")),
             started_at=doc.get("startedAt"),
+            mode=doc.get("mode", "live"),
+            deadline=doc.get("deadline"),
         )
 
     def to_doc(self) -> Document:
@@ -211,6 +245,8 @@ class JobSummary:
             "requeues": self.requeues,
             "_metadata": {"isDeleted": self.deleted},
             "startedAt": self.started_at,
+            "mode": self.mode,
+            "deadline": self.deadline,
         }
         if self.providers is not None:
             doc["providers"] = list(self.providers)

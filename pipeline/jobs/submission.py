@@ -180,7 +180,8 @@ class JobSubmitter:
                 fields,
                 options.max_attempts,
                 metadata,
-                estimated_cost,
+                estimated_cost=estimated_cost,
+                mode=options.mode,
             )
             for seq, (fields, estimated_cost) in enumerate(
                 zip(batch.fields, batch.estimates, strict=True)

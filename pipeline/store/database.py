@@ -114,6 +114,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         # model) made SecantusDB scan every item.
         IndexModel([("leaseExpiresAt", ASCENDING)], sparse=True),
     ],
+    # One record per provider batch; the open ones are polled by state.
+    "provider_batches": [
+        IndexModel([("state", ASCENDING), ("provider", ASCENDING)]),
+    ],
     "runs": [
         _newest_by_client(),
         # The optimizer's scan for runs whose driver died.

@@ -79,6 +79,9 @@ class Outcome:
         cost: USD spent by the call (0 for a cached result).
         input_tokens: Tokens billed for the input.
         output_tokens: Tokens billed for the output.
+        attempts: The item's attempts to store with the outcome, or None
+            to keep the claim's count (a provider batch line that never
+            ran gives its attempt back).
     """
 
     item: Item
@@ -89,6 +92,7 @@ class Outcome:
     cost: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    attempts: int | None = None
 
 
 @dataclass
@@ -374,6 +378,8 @@ class ItemStore:
             fields["finishedAt"] = utcnow()
         if outcome.result is not None:
             fields["result"] = outcome.result
+        if outcome.attempts is not None:
+            fields["attempts"] = outcome.attempts
         return Change(
             item=item,
             target=outcome.status,

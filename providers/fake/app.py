@@ -10,6 +10,14 @@ Vendor routes (each in its vendor's wire format, streaming or not)::
     POST /{version}/models/{model}:generateContent         Gemini
     POST /{version}/models/{model}:streamGenerateContent   Gemini (SSE)
 
+Provider batches (:mod:`providers.fake.openai_batches`,
+:mod:`providers.fake.anthropic_batches`,
+:mod:`providers.fake.gemini_batches`): OpenAI's files and batches under
+``/v1``, Azure OpenAI's under ``/openai`` and ``/openai/v1``, Anthropic's
+``/v1/messages/batches`` and Gemini's ``:batchGenerateContent`` and
+``/{version}/batches``. Their call counters are under ``batches`` in the
+stats.
+
 Control routes: ``GET /_fake/stats``, ``POST /_fake/reset``,
 ``GET``/``POST /_fake/config``, ``GET /_fake/health``. A request its vendor
 would reject as malformed gets the vendor's 400 and is not counted.
@@ -30,13 +38,17 @@ from typing import Any
 
 from aiohttp import web
 
+from .anthropic_batches import AnthropicBatchRoutes
 from .anthropic_wire import AnthropicWire
+from .batch_engine import BatchStore
 from .behaviour import ERROR_FAULTS, Behaviour, BehaviourError, Fault
 from .config import FakeConfig
+from .gemini_batches import GeminiBatchRoutes
 from .gemini_wire import GeminiWire
+from .openai_batches import OpenAIBatchRoutes
 from .openai_wire import OpenAIWire
 from .stats import ModelStats, StatsBook
-from .wire import Answer, ChatCall, Wire, WireError
+from .wire import Answer, ChatCall, Wire, WireError, compose_answer
 
 _DEFAULT_STATUS = {"rate_limit": 429, "server_error": 500, "bad_request": 400}
 _MESSAGES = {
@@ -48,6 +60,9 @@ _MESSAGES = {
     "stream_rate_limit": "Rate limit reached mid-stream (simulated).",
 }
 _JSON = "application/json"
+# Batch input files may be large (OpenAI takes up to 200 MB).
+_MAX_BODY_BYTES = 256 * 2**20
+_GEMINI_BATCH = ":batchGenerateContent"
 
 
 class FakeProviderApp:
@@ -60,11 +75,40 @@ class FakeProviderApp:
     def __init__(self, config: FakeConfig | None = None) -> None:
         self.config = config or FakeConfig()
         self.book = StatsBook(self.config.seed)
+        self.batches = BatchStore()
+        self._gemini_wire = GeminiWire()
+        self._gemini_batches = GeminiBatchRoutes(self.batches, self.config)
 
     def build(self) -> web.Application:
         """Make the aiohttp application with every route."""
-        app = web.Application(client_max_size=32 * 2**20)
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
         chat = self._chat
+        # Batch routes first: /v1/messages/batches before /v1/messages.
+        for vendor, root, dated in (
+            ("openai", "/v1", False),
+            ("azure_openai", "/openai/v1", False),
+            ("azure_openai", "/openai", True),
+        ):
+            OpenAIBatchRoutes(
+                self.batches,
+                self.config,
+                vendor,
+                root,
+                needs_api_version=dated,
+                other_poll=(
+                    self._gemini_batches.retrieve if root == "/v1" else None
+                ),
+                other_list=(
+                    self._gemini_batches.list_batches
+                    if root == "/v1"
+                    else None
+                ),
+                other_file=(
+                    self._gemini_batches.download_v1 if root == "/v1" else None
+                ),
+            ).add_to(app)
+        AnthropicBatchRoutes(self.batches, self.config).add_to(app)
+        self._gemini_batches.add_to(app)
         routes: list[tuple[str, Wire]] = [
             ("/v1/chat/completions", OpenAIWire("openai")),
             ("/openai/v1/chat/completions", OpenAIWire("openai")),
@@ -74,10 +118,12 @@ class FakeProviderApp:
             ),
             ("/models/chat/completions", OpenAIWire("azure_inference")),
             ("/v1/messages", AnthropicWire()),
-            ("/{version}/models/{model_action}", GeminiWire()),
         ]
         for path, wire in routes:
             app.router.add_post(path, _bound(chat, wire))
+        app.router.add_post(
+            "/{version}/models/{model_action}", self._gemini_models
+        )
         app.router.add_get("/_fake/stats", self._stats)
         app.router.add_post("/_fake/reset", self._reset)
         app.router.add_get("/_fake/config", self._get_config)
@@ -105,11 +151,20 @@ class FakeProviderApp:
             self.book.reset(self.config.seed)
         return self.config.to_document()
 
+    def stats(self) -> dict[str, Any]:
+        """Every model's counters and the batch calls per vendor."""
+        return {**self.book.to_json(), "batches": self.batches.to_json()}
+
+    def reset(self) -> None:
+        """Forget every counter, batch and file."""
+        self.book.reset()
+        self.batches.reset()
+
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.book.to_json())
+        return web.json_response(self.stats())
 
     async def _reset(self, request: web.Request) -> web.Response:
-        self.book.reset()
+        self.reset()
         return web.json_response({"ok": True})
 
     async def _get_config(self, request: web.Request) -> web.Response:
@@ -126,6 +181,15 @@ class FakeProviderApp:
         return web.json_response({"ok": True})
 
     # -- vendor calls -----------------------------------------------------
+
+    async def _gemini_models(self, request: web.Request) -> web.StreamResponse:
+        model_action = request.match_info["model_action"]
+        if model_action.endswith(_GEMINI_BATCH):
+            model = model_action.removesuffix(_GEMINI_BATCH)
+            return await self._gemini_batches.create(
+                request, model.removeprefix("models/")
+            )
+        return await self._chat(request, self._gemini_wire)
 
     async def _chat(
         self, request: web.Request, wire: Wire
@@ -175,19 +239,11 @@ class FakeProviderApp:
             return await self._error(request, wire, "auth", None)
         if fault is not None and fault.kind in ERROR_FAULTS:
             return await self._error(request, wire, fault.kind, fault)
-        words = tuple(behaviour.answer(call.system, call.last_user).split())
-        finish = "stop"
-        if fault is not None and fault.kind == "content_filter":
-            if fault.stage == "prompt":
-                blocked = wire.blocked_prompt()
-                if blocked is not None:
-                    return await _send_json(request, *blocked)
-                words, finish = (), "blocked"
-            else:
-                words, finish = words[: len(words) // 2], "content_filter"
-        if call.max_tokens is not None and len(words) > call.max_tokens:
-            words, finish = words[: call.max_tokens], "length"
-        answer = Answer(words, finish, call.input_tokens, number)
+        answer = compose_answer(behaviour, call, number, fault)
+        if answer.finish == "blocked":
+            blocked = wire.blocked_prompt()
+            if blocked is not None:
+                return await _send_json(request, *blocked)
         first_byte_ms = behaviour.first_byte_delay_ms
         if fault is not None and fault.kind == "slow_first_byte":
             first_byte_ms += fault.delay_ms

@@ -15,6 +15,7 @@ A behaviour is read from a camelCase mapping (a config file, or the JSON of
       - {kind: rate_limit, rate: 0.1, retryAfter: 2, retryAfterMs: 1500}
       - {kind: server_error, onCalls: [3, 7], status: 503}
       - {kind: cut_stream, everyN: 5, afterTokens: 2}
+    batch: {durationMs: 300, lineErrors: {rate: 0.1}}   # provider batches
 
 Fault kinds: ``rate_limit`` (429), ``server_error`` (5xx), ``bad_request``
 (400), ``auth`` (the vendor's bad-key error), ``content_filter`` (``stage:
@@ -25,7 +26,9 @@ cut by the filter), ``cut_stream`` (the connection drops mid-body),
 it a rate limit) and ``slow_first_byte`` (``delayMs`` before the body).
 A fault with no trigger (``rate``, ``onCalls``, ``everyN``) fires on every
 call. Randomness comes from generators seeded per model, so a run with the
-same seed and the same call order behaves the same.
+same seed and the same call order behaves the same. ``batch`` sets how
+the vendors' batch APIs behave for the model (see
+:mod:`providers.fake.batch_behaviour`).
 
 ``simulate`` answers from :mod:`providers.fake.simulation`: ``task`` is
 the arithmetic model whose accuracy depends on the system prompt,
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from . import simulation
+from .batch_behaviour import BatchBehaviour, BatchBehaviourError
 
 FAULT_KINDS = frozenset(
     {
@@ -73,6 +77,7 @@ _BEHAVIOUR_FIELDS = frozenset(
         "rules",
         "faults",
         "simulate",
+        "batch",
     }
 )
 SIMULATIONS = frozenset({"task", "control", "meta"})
@@ -250,6 +255,7 @@ class Behaviour:
         faults: Injected failures, tried in order.
         simulate: ``task``, ``control`` or ``meta`` to answer from the
             simulation (ahead of ``rules`` and ``reply``), or None.
+        batch: How the model's provider batches behave.
     """
 
     latency_ms: float | tuple[float, float] = 0.0
@@ -260,6 +266,7 @@ class Behaviour:
     rules: tuple[Rule, ...] = ()
     faults: tuple[Fault, ...] = field(default_factory=tuple)
     simulate: str | None = None
+    batch: BatchBehaviour = field(default_factory=BatchBehaviour)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str) -> Behaviour:
@@ -291,6 +298,7 @@ class Behaviour:
                 for i, item in enumerate(_sequence(raw, "faults", where))
             ),
             simulate=_simulation(raw.get("simulate"), f"{where}.simulate"),
+            batch=_batch(raw.get("batch"), f"{where}.batch"),
         )
 
     def latency_seconds(self, rng: random.Random) -> float:
@@ -380,6 +388,13 @@ def _latency(value: Any, where: str) -> float | tuple[float, float]:
     if value < 0:
         raise BehaviourError(f"{where}: must not be negative")
     return float(value)
+
+
+def _batch(raw: Any, where: str) -> BatchBehaviour:
+    try:
+        return BatchBehaviour.parse(raw, where)
+    except BatchBehaviourError as exc:
+        raise BehaviourError(str(exc)) from exc
 
 
 def _simulation(value: Any, where: str) -> str | None:

@@ -11,6 +11,7 @@ reason ``API_KEY_INVALID``, and a refused prompt is a 200 with
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +41,47 @@ def _parts_text(content: Any) -> str:
     )
 
 
+def gemini_call(
+    body: Mapping[str, Any], model: str, api_key: str | None = None
+) -> ChatCall:
+    """Read a ``GenerateContentRequest`` (also one of a batch).
+
+    Args:
+        body: The request.
+        model: The model id, without ``models/``.
+        api_key: The key the caller presented.
+
+    Returns:
+        The parsed call (not streaming).
+
+    Raises:
+        WireError: The request is malformed.
+    """
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise WireError("contents is not specified")
+    system = body.get("systemInstruction", body.get("system_instruction"))
+    config = body.get("generationConfig", body.get("generation_config"))
+    config = config if isinstance(config, Mapping) else {}
+    cap = config.get("maxOutputTokens", config.get("max_output_tokens"))
+    turns = tuple(
+        (
+            "user" if c.get("role", "user") == "user" else "assistant",
+            _parts_text(c),
+        )
+        for c in contents
+        if isinstance(c, Mapping)
+    )
+    return ChatCall(
+        model=model,
+        system=_parts_text(system),
+        turns=turns,
+        stream=False,
+        max_tokens=cap if isinstance(cap, int) else None,
+        api_key=api_key,
+    )
+
+
 class GeminiWire:
     """The Gemini ``generateContent`` wire format."""
 
@@ -53,30 +95,13 @@ class GeminiWire:
         model, _, action = request.match_info["model_action"].partition(":")
         if action not in ("generateContent", "streamGenerateContent"):
             raise WireError(f"unknown method {action!r}", status=404)
-        contents = body.get("contents")
-        if not isinstance(contents, list) or not contents:
-            raise WireError("contents is not specified")
-        system = body.get("systemInstruction", body.get("system_instruction"))
-        config = body.get("generationConfig", body.get("generation_config"))
-        config = config if isinstance(config, Mapping) else {}
-        cap = config.get("maxOutputTokens", config.get("max_output_tokens"))
-        turns = tuple(
-            (
-                "user" if c.get("role", "user") == "user" else "assistant",
-                _parts_text(c),
-            )
-            for c in contents
-            if isinstance(c, Mapping)
+        api_key = request.headers.get("x-goog-api-key") or request.query.get(
+            "key"
         )
-        return ChatCall(
-            model=model.removeprefix("models/"),
-            system=_parts_text(system),
-            turns=turns,
-            stream=action == "streamGenerateContent",
-            max_tokens=cap if isinstance(cap, int) else None,
-            api_key=request.headers.get("x-goog-api-key")
-            or request.query.get("key"),
-        )
+        call = gemini_call(body, model.removeprefix("models/"), api_key)
+        if action == "streamGenerateContent":
+            return replace(call, stream=True)
+        return call
 
     def _usage(self, answer: Answer, output: int) -> dict[str, int]:
         return {

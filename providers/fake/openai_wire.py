@@ -36,6 +36,52 @@ _ERROR_TYPES = {
 }
 
 
+def chat_call(
+    body: Mapping[str, Any], model: str | None, api_key: str | None = None
+) -> ChatCall:
+    """Read a chat-completions body (also a line of a provider batch).
+
+    Args:
+        body: The request body.
+        model: The model when the path names it; None to read ``model``.
+        api_key: The key the caller presented.
+
+    Returns:
+        The parsed call.
+
+    Raises:
+        WireError: The body is malformed.
+    """
+    if model is None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise WireError("'model' is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise WireError("'messages' must be a non-empty list")
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise WireError("each message needs a role")
+        text = text_of(message.get("content"))
+        if message["role"] in ("system", "developer"):
+            system.append(text)
+        else:
+            turns.append((str(message["role"]), text))
+    cap = body.get("max_completion_tokens", body.get("max_tokens"))
+    options = body.get("stream_options") or {}
+    return ChatCall(
+        model=model,
+        system="\n\n".join(system),
+        turns=tuple(turns),
+        stream=bool(body.get("stream")),
+        include_usage=bool(options.get("include_usage")),
+        max_tokens=cap if isinstance(cap, int) else None,
+        api_key=api_key,
+    )
+
+
 class OpenAIWire:
     """One dialect of the chat-completions wire.
 
@@ -60,33 +106,9 @@ class OpenAIWire:
         elif self.dialect == "azure_inference":
             model = str(body.get("model") or "default")
         else:
-            model = body.get("model")
-            if not isinstance(model, str) or not model:
-                raise WireError("'model' is required")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise WireError("'messages' must be a non-empty list")
-        system: list[str] = []
-        turns: list[tuple[str, str]] = []
-        for message in messages:
-            if not isinstance(message, Mapping) or "role" not in message:
-                raise WireError("each message needs a role")
-            text = text_of(message.get("content"))
-            if message["role"] in ("system", "developer"):
-                system.append(text)
-            else:
-                turns.append((str(message["role"]), text))
-        cap = body.get("max_completion_tokens", body.get("max_tokens"))
-        options = body.get("stream_options") or {}
-        return ChatCall(
-            model=model,
-            system="\n\n".join(system),
-            turns=tuple(turns),
-            stream=bool(body.get("stream")),
-            include_usage=bool(options.get("include_usage")),
-            max_tokens=cap if isinstance(cap, int) else None,
-            api_key=request.headers.get("api-key") or bearer(request),
-        )
+            model = None
+        api_key = request.headers.get("api-key") or bearer(request)
+        return chat_call(body, model, api_key)
 
     def _usage(self, answer: Answer) -> dict[str, int]:
         return {

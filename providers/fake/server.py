@@ -208,15 +208,19 @@ class FakeProviderServer:
 
         Returns:
             One model's counters (zeros if it was never called), or
-            ``{"models": {name: counters}}``.
+            ``{"models": {name: counters}, "batches": {vendor: counters}}``.
         """
         if model is None:
-            return self._on_loop(self.app.book.to_json)
+            return self._on_loop(self.app.stats)
         return self._on_loop(lambda: self.app.stats_of(model).to_json())
 
     def reset(self) -> None:
-        """Forget every counter and restart the random generators."""
-        self._on_loop(self.app.book.reset)
+        """Forget every counter, batch and file; restart the generators."""
+        self._on_loop(self.app.reset)
+
+    def batch_stats(self) -> dict[str, dict[str, int]]:
+        """Batch calls per vendor: files, creates, polls, cancels..."""
+        return self._on_loop(self.app.batches.to_json)
 
 
 def run(

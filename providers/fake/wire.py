@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from .behaviour import Fault
+from .behaviour import Behaviour, Fault
 
 
 def count_tokens(text: str) -> int:
@@ -105,6 +105,33 @@ class Answer:
         """The stream pieces, one per token, joining to :attr:`text`."""
         last = len(self.words) - 1
         return [w if i == last else w + " " for i, w in enumerate(self.words)]
+
+
+def compose_answer(
+    behaviour: Behaviour, call: ChatCall, number: int, fault: Fault | None
+) -> Answer:
+    """The simulated answer to a call, live or in a provider batch.
+
+    Args:
+        behaviour: The model's behaviour (its answer text).
+        call: The parsed request.
+        number: The call's number (used in response ids).
+        fault: A ``content_filter`` fault to apply, or None.
+
+    Returns:
+        The answer: cut by the filter (``content_filter``), refused
+        (``blocked``, no words) or capped by ``max_tokens`` (``length``).
+    """
+    words = tuple(behaviour.answer(call.system, call.last_user).split())
+    finish = "stop"
+    if fault is not None and fault.kind == "content_filter":
+        if fault.stage == "prompt":
+            words, finish = (), "blocked"
+        else:
+            words, finish = words[: len(words) // 2], "content_filter"
+    if call.max_tokens is not None and len(words) > call.max_tokens:
+        words, finish = words[: call.max_tokens], "length"
+    return Answer(words, finish, call.input_tokens, number)
 
 
 def sse(data: Mapping[str, Any] | str, event: str | None = None) -> bytes:

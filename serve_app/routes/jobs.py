@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from pipeline.jobs.mode import job_mode
 from pipeline.jobs.shapes import JobOptions, job_summary
 from pipeline.states import Actor, Status
 from serve_app.deps import Context, CurrentClient
@@ -53,6 +54,7 @@ async def submit_job(
 
     A repeated ``idempotencyKey`` returns the original job (200).
     """
+    mode, deadline = job_mode(body.mode, body.deadline)
     job, created = await context.submitter.submit(
         client.id,
         client.quotas,
@@ -62,6 +64,8 @@ async def submit_job(
             max_attempts=body.max_attempts,
             cache=body.cache,
             idempotency_key=body.idempotency_key,
+            mode=mode,
+            deadline=deadline,
         ),
     )
     if created:

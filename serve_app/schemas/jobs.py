@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,17 @@ class JobCreate(RequestModel):
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
     cache: bool = False
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+    mode: Literal["live", "batch", "auto"] | None = Field(
+        None,
+        description="live calls (default), the providers' batch APIs "
+        "(about half the price, within 24h), or auto: batch while the "
+        "deadline allows",
+    )
+    deadline: str | None = Field(
+        None,
+        max_length=16,
+        description="how long the job may take, e.g. 24h (alone: auto)",
+    )
 
 
 class Usage(ApiModel):
@@ -45,6 +56,11 @@ class JobOut(ApiModel):
     cache: bool
     idempotency_key: str | None
     models: list[str]
+    mode: str
+    deadline: datetime | None
+    live_only_providers: list[str] = Field(
+        description="providers without a batch API: their items run live"
+    )
     requeues: int
     created_at: datetime | None
     updated_at: datetime | None
@@ -73,6 +89,9 @@ class JobOut(ApiModel):
             cache=summary.cache,
             idempotency_key=job.get("idempotencyKey"),
             models=list(summary.models),
+            mode=summary.mode,
+            deadline=summary.deadline,
+            live_only_providers=list(job.get("liveOnlyProviders") or []),
             requeues=summary.requeues,
             started_at=summary.started_at,
             finished_at=job.get("finishedAt"),

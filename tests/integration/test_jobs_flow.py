@@ -410,6 +410,33 @@ def test_idempotency_key_returns_the_original_job(
     assert len(listed) == 1
 
 
+def test_batch_mode_options_are_checked_and_shown(
+    http, admin_headers, fake, client_a
+):
+    name = fake_model(http, admin_headers, fake)
+    items = _inline(name, 1)
+    for body, field in [
+        ({"items": items, "mode": "auto"}, "deadline"),
+        ({"items": items, "deadline": "soon"}, "deadline"),
+        ({"items": items, "mode": "batch", "deadline": "2h"}, "deadline"),
+        ({"items": items, "mode": "fast"}, "mode"),
+    ]:
+        bad = http.post("/jobs", json=body, headers=client_a.headers)
+        assert bad.status_code == 400, body
+        fields = [e["field"] for e in bad.json()["error"]["errors"]]
+        assert any(field in f for f in fields), bad.json()
+    body = {"items": items, "deadline": "48h", "idempotencyKey": "dl-1"}
+    first = http.post("/jobs", json=body, headers=client_a.headers)
+    assert first.status_code == 201
+    job = first.json()
+    assert job["mode"] == "auto" and job["deadline"] is not None
+    assert job["liveOnlyProviders"] == []
+    # The deadline is kept as a duration until the job is made: the same
+    # request again is the same request.
+    again = http.post("/jobs", json=body, headers=client_a.headers)
+    assert again.status_code == 200 and again.json()["id"] == job["id"]
+
+
 def test_another_clients_job_is_404(
     http, admin_headers, fake, client_a, client_b
 ):

@@ -48,10 +48,20 @@ def test_admin_manages_models(http, admin_headers, client_a):
 
     changed = http.put(
         f"/admin/models/{name}",
-        json=_spec(name, limits={"maxConcurrency": 7}),
+        json=_spec(
+            name,
+            limits={"maxConcurrency": 7},
+            pricing={"inputPerMillion": 2, "batchOutputPerMillion": 0.5},
+        ),
         headers=admin_headers,
     )
     assert changed.status_code == 200
+    assert changed.json()["pricing"] == {
+        "inputPerMillion": 2,
+        "outputPerMillion": 0,
+        "batchInputPerMillion": None,
+        "batchOutputPerMillion": 0.5,
+    }
     assert changed.json()["limits"] == {
         "maxConcurrency": 7,
         "rpm": None,

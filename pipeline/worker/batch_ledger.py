@@ -1,0 +1,94 @@
+"""The ``provider_batches`` collection: one record per provider batch.
+
+A record is written before its items are claimed or anything reaches
+the provider, then moved ``claimed`` → ``submitted`` → ``collected``,
+each move guarded by the state it leaves (see
+:mod:`pipeline.worker.provider_batches` for why). The collection stays
+small (one document per provider batch, not per item) and its open
+records are found through the ``state`` index.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pipeline.store import Store
+from pipeline.worker.provider_batches import ProviderBatchRecord
+from providers.batch import ProviderBatchRef
+
+COLLECTION = "provider_batches"
+OPEN_STATES = ("claimed", "submitted")
+
+
+class BatchLedger:
+    """Reads and moves provider batch records.
+
+    Args:
+        store: The database.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.records: Any = store.raw(COLLECTION)
+
+    async def add(self, record: ProviderBatchRecord) -> None:
+        """Write a new ``claimed`` record."""
+        await self.records.insert_one(record.to_doc())
+
+    async def mark_submitted(
+        self, record: ProviderBatchRecord, ref: ProviderBatchRef, now: datetime
+    ) -> bool:
+        """Store the vendor's reference of a claimed record.
+
+        Returns:
+            Whether the record was still ``claimed`` (and is now
+            ``submitted``).
+        """
+        result = await self.records.update_one(
+            {"_id": record.id, "state": "claimed"},
+            {
+                "$set": {
+                    "state": "submitted",
+                    "ref": ref.to_doc(),
+                    "submittedAt": now,
+                }
+            },
+        )
+        if result.modified_count:
+            record.state, record.ref, record.submitted_at = (
+                "submitted",
+                ref,
+                now,
+            )
+        return bool(result.modified_count)
+
+    async def mark_collected(
+        self, record: ProviderBatchRecord, now: datetime
+    ) -> bool:
+        """Close a record whose results are written (or that holds none).
+
+        Returns:
+            Whether the record was open (and is now ``collected``).
+        """
+        result = await self.records.update_one(
+            {"_id": record.id, "state": {"$in": list(OPEN_STATES)}},
+            {"$set": {"state": "collected", "collectedAt": now}},
+        )
+        if result.modified_count:
+            record.state, record.collected_at = "collected", now
+        return bool(result.modified_count)
+
+    async def mark_cancel_requested(self, record: ProviderBatchRecord) -> None:
+        """Remember that the vendor was asked to cancel the batch."""
+        await self.records.update_one(
+            {"_id": record.id}, {"$set": {"cancelRequested": True}}
+        )
+        record.cancel_requested = True
+
+    async def open_records(self, provider: str) -> list[ProviderBatchRecord]:
+        """A provider's records not yet collected, oldest first."""
+        docs = await self.records.find(
+            {"state": {"$in": list(OPEN_STATES)}, "provider": provider}
+        ).to_list()
+        records = [ProviderBatchRecord.from_doc(d) for d in docs]
+        return sorted(records, key=lambda r: r.created_at)

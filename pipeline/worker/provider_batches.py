@@ -1,0 +1,292 @@
+"""Items through the providers' batch APIs: the design, and its first parts.
+
+Jobs that can wait (``mode: "batch"``, or ``"auto"`` with a far
+``deadline``) send their items to the vendors' batch APIs
+(:mod:`providers.batch`) at about half the price. Nothing else about
+jobs, items, results or guarantees changes; this part sits beside the
+live engine (:mod:`pipeline.worker.engine`), not inside it.
+
+Job options (submission; not built yet)
+    ``mode``: ``live`` (default), ``batch`` or ``auto``; ``deadline``: a
+    duration (``"24h"``) stored as an instant. Every item stores its
+    job's mode, so a worker's window read tells batch items from live
+    ones. A model whose provider has no batch API (``azure_inference``,
+    plugins) runs its items live, and the job lists it under
+    ``liveOnly``.
+
+The record of a provider batch (:class:`ProviderBatchRecord`)
+    One document per provider batch in ``provider_batches``, written
+    *before* anything reaches the provider: its model, its items' ids
+    and a state. ``claimed`` → ``submitted`` (the vendor's reference
+    stored) → ``collected``. The worker that owns the record holds a
+    lease on it, as on items, so one replica polls each batch and a
+    successor takes it over.
+
+Claiming
+    The batch submitter of a provider's worker takes PENDING batch items
+    of one model, up to the vendor's limits (``BatchClient.split``), and
+    leases them to ``batch:<record id>`` for the whole batch window
+    (24 h and a margin), so lease recovery leaves them alone while the
+    provider holds them; the record is written first. The claim is the
+    live one (``ItemStore.claim``, the attempt counted there); a line
+    that comes back not having run gives its attempt back
+    (:func:`decide_line`), so an expired or cancelled batch costs its
+    unfinished items nothing.
+
+Submitting without doubles
+    ``claimed`` records are submitted, then marked ``submitted`` with
+    the reference. After a crash in between, the record's id (sent as
+    the batch's metadata or display name where the vendor keeps one)
+    finds the batch if it was created; otherwise the items are submitted
+    again. Anthropic keeps no batch metadata: there the record is only
+    retried once the vendor's list shows no batch created in its window
+    (still to be built).
+
+Polling and results
+    ``submitted`` records are polled every ``BATCH_POLL_INTERVAL``. When
+    a batch has ended its lines are read and mapped back by custom id
+    (the item's ``_id``): :func:`decide_line` turns each into the item's
+    outcome, written through the same journaled, lease-guarded
+    ``ItemStore.finish`` as live results (counters, paging, JSON lines
+    export, cancel and consume behave as for live jobs). A line error is
+    retried like a live failure, within ``maxAttempts``, in the next
+    batch (or live when the deadline is near); lines that never ran go
+    back to PENDING. Items of the batch the vendor says nothing about
+    count as never run. Then the record is ``collected``.
+
+Cancel, deadline, cost
+    Cancelling every job of a provider batch cancels the batch (lines
+    already answered are kept, as running live items are; the others go
+    back to PENDING and on to CANCELED); ``auto`` cancels a
+    batch whose deadline comes near and its unfinished items run live.
+    A batch answer costs the model's batch price
+    (:meth:`pipeline.catalog.Pricing.cost` with ``batch=True``) and its
+    result says ``via: "batch"``.
+
+Built so far: this module (the record, :func:`decide_line`),
+:mod:`pipeline.worker.batch_ledger` and
+:mod:`pipeline.worker.batch_submitter` (submit, resume, poll, collect).
+The job options are read (:mod:`pipeline.jobs.mode`). Still to build:
+the live engine leaving batch items to the submitter and running
+``advance`` on a timer; one replica owning each record; deadline and
+``auto``; Anthropic's resubmission check; fallbacks; the benchmark.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from bson import ObjectId
+
+from pipeline.catalog import Pricing
+from pipeline.states import Status
+from pipeline.worker.retry import RetryPolicy, error_record
+from providers.base import Completion
+from providers.batch import LineError, ProviderBatchRef
+
+#: The lease owner prefix of items held by a provider batch.
+BATCH_LEASE_PREFIX = "batch:"
+RecordState = Literal["claimed", "submitted", "collected"]
+RECORD_STATES: tuple[RecordState, ...] = ("claimed", "submitted", "collected")
+
+
+@dataclass
+class ProviderBatchRecord:
+    """A provider batch as stored in ``provider_batches``.
+
+    Attributes:
+        id: The record's id; items in the batch are leased to
+            ``batch:<id>``.
+        model: The catalog model's name.
+        provider: The provider's registry name.
+        item_ids: The items in the batch (their ``_id`` is the custom id).
+        state: ``claimed``, ``submitted`` or ``collected``.
+        created_at: When the record was written.
+        ref: The vendor's reference, once submitted.
+        submitted_at: When the vendor accepted the batch.
+        collected_at: When its results were written.
+        job_ids: The jobs its items belong to.
+        cancel_requested: Whether the vendor was asked to cancel it (its
+            jobs were all canceled).
+        owner: The worker lane polling it, and until when.
+    """
+
+    id: ObjectId
+    model: str
+    provider: str
+    item_ids: list[ObjectId]
+    created_at: datetime
+    state: RecordState = "claimed"
+    ref: ProviderBatchRef | None = None
+    submitted_at: datetime | None = None
+    collected_at: datetime | None = None
+    job_ids: list[ObjectId] = field(default_factory=list)
+    cancel_requested: bool = False
+    owner: str | None = None
+    owner_expires_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lease_owner(self) -> str:
+        """The lease owner of the record's items."""
+        return f"{BATCH_LEASE_PREFIX}{self.id}"
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored document."""
+        return {
+            "_id": self.id,
+            "model": self.model,
+            "provider": self.provider,
+            "itemIds": list(self.item_ids),
+            "state": self.state,
+            "createdAt": self.created_at,
+            "ref": self.ref.to_doc() if self.ref is not None else None,
+            "submittedAt": self.submitted_at,
+            "collectedAt": self.collected_at,
+            "jobIds": list(self.job_ids),
+            "cancelRequested": self.cancel_requested,
+            "owner": self.owner,
+            "ownerExpiresAt": self.owner_expires_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> ProviderBatchRecord:
+        """Read a stored document.
+
+        Raises:
+            ValueError: The document's state is unknown.
+        """
+        state = doc["state"]
+        if state not in RECORD_STATES:
+            raise ValueError(f"unknown provider batch state {state!r}")
+        ref = doc.get("ref")
+        return cls(
+            id=doc["_id"],
+            model=doc["model"],
+            provider=doc["provider"],
+            item_ids=list(doc["itemIds"]),
+            created_at=doc["createdAt"],
+            state=state,
+            ref=ProviderBatchRef.from_doc(ref) if ref else None,
+            submitted_at=doc.get("submittedAt"),
+            collected_at=doc.get("collectedAt"),
+            job_ids=list(doc.get("jobIds") or ()),
+            cancel_requested=bool(doc.get("cancelRequested")),
+            owner=doc.get("owner"),
+            owner_expires_at=doc.get("ownerExpiresAt"),
+        )
+
+
+@dataclass(frozen=True)
+class LineDecision:
+    """What becomes of one item when its provider batch has ended.
+
+    Attributes:
+        status: PROCESSED, FAILED, or PENDING (a retry, or never ran).
+        attempts: The item's attempts after this batch (one fewer than
+            the claim left when the line never ran).
+        result: The result (PROCESSED), shaped as a live call's.
+        error: The error record (FAILED, or the last error before a
+            retry, or why the line never ran).
+        next_attempt_at: When a retry may run (PENDING).
+        cost: USD at the batch price.
+        input_tokens: Tokens billed for the input.
+        output_tokens: Tokens billed for the output.
+    """
+
+    status: Status
+    attempts: int
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    next_attempt_at: datetime | None = None
+    cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def decide_line(
+    item: Mapping[str, Any],
+    line: Completion | LineError | None,
+    *,
+    pricing: Pricing,
+    record: ProviderBatchRecord,
+    policy: RetryPolicy,
+    rng: random.Random,
+    now: datetime,
+) -> LineDecision:
+    """Decide an item's outcome from its line of an ended provider batch.
+
+    Args:
+        item: The item (``attempts``, ``maxAttempts``).
+        line: Its answer or line error; None when the vendor reported
+            nothing for it (it never ran).
+        pricing: The model's pricing (its batch price applies).
+        record: The provider batch.
+        policy: The retry policy of live calls.
+        rng: Source of jitter.
+        now: The current time.
+
+    Returns:
+        The decision. The claim counted an attempt: a line that ran keeps
+        it, one that never ran gives it back.
+    """
+    attempts = int(item.get("attempts", 1))
+    max_attempts = int(item.get("maxAttempts", 3))
+    if line is None or (isinstance(line, LineError) and not line.ran):
+        reason = (
+            line.error.message
+            if line is not None
+            else "the provider batch ended before the line ran"
+        )
+        return LineDecision(
+            status=Status.PENDING,
+            attempts=max(0, attempts - 1),
+            error={
+                "type": "batch_not_run",
+                "message": reason,
+                "retryable": True,
+                "statusCode": None,
+            },
+            next_attempt_at=now,
+        )
+    if isinstance(line, LineError):
+        decision = policy.decide(line.error, attempts, max_attempts, rng)
+        record_ = error_record(line.error)
+        if decision.retry:
+            return LineDecision(
+                status=Status.PENDING,
+                attempts=attempts,
+                error=record_,
+                next_attempt_at=now + timedelta(seconds=decision.delay_s),
+            )
+        return LineDecision(
+            status=Status.FAILED, attempts=attempts, error=record_
+        )
+    usage = line.usage
+    cost = pricing.cost(usage.input_tokens, usage.output_tokens, batch=True)
+    started = record.submitted_at or record.created_at
+    result = {
+        "text": line.text,
+        "finishReason": line.finish_reason,
+        "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens,
+        "latencyMs": round((now - started).total_seconds() * 1000.0, 1),
+        "cost": cost,
+        "cached": False,
+        "model": line.model,
+        "responseId": line.response_id,
+        "via": "batch",
+        "providerBatchId": record.ref.batch_id if record.ref else None,
+    }
+    return LineDecision(
+        status=Status.PROCESSED,
+        attempts=attempts,
+        result=result,
+        cost=cost,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+    )

@@ -1,0 +1,198 @@
+"""The batch submitter on the real database and the fake provider.
+
+Jobs are submitted as the API does; the submitter claims their items
+into provider batches, polls them and writes the outcomes through the
+journaled finish, so the job's counters move as for live items.
+"""
+
+import asyncio
+
+import pytest
+from bson import ObjectId
+
+from pipeline.catalog import Pricing
+from pipeline.jobs.service import JobService
+from pipeline.states import Actor, Status
+from pipeline.worker.batch_ledger import BatchLedger
+from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
+from pipeline.worker.item_store import ItemStore
+from pipeline.worker.provider_batches import ProviderBatchRecord
+from pipeline.worker.requests import item_request
+from providers.batch import BatchRequest, batch_client
+from providers.fake import fake_model_config
+from tests.support.inprocess import job_items, submit
+
+pytestmark = pytest.mark.anyio
+LANE = "metasync-worker-openai-0/test/batches"
+PRICING = Pricing(input_per_million=2.0, output_per_million=8.0)
+_WAIT_SECONDS = 60
+
+
+@pytest.fixture
+async def parts(env, fake_thread):
+    store, _, settings = env
+    client = batch_client("openai")
+    ledger = BatchLedger(store)
+    yield store, settings, fake_thread, client, ledger
+    await client.aclose()
+
+
+def _submitter(parts, model):
+    store, _, fake, client, ledger = parts
+    models = {
+        model: BatchModel(
+            model, fake_model_config("openai", model, fake.url), None, PRICING
+        )
+    }
+    return BatchSubmitter(
+        "openai", client, ItemStore(store, LANE), ledger, models
+    )
+
+
+async def _recorded_and_claimed(submitter, ledger, items):
+    """What a submitter does before it calls the vendor."""
+    record = ProviderBatchRecord(
+        id=ObjectId(),
+        model=items[0]["model"],
+        provider="openai",
+        item_ids=[i["_id"] for i in items],
+        created_at=submitter.clock(),
+    )
+    await ledger.add(record)
+    claimed = await submitter.items.claim(items, record.lease_owner, 3600)
+    return record, claimed
+
+
+async def _until_collected(submitter, ledger):
+    async with asyncio.timeout(_WAIT_SECONDS):
+        while await ledger.open_records("openai"):
+            await submitter.advance()
+            await asyncio.sleep(0.02)
+
+
+async def test_items_go_through_a_provider_batch_and_count_as_live(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(store, settings, fake, 4, model="bm1", max_attempts=3)
+    items = await job_items(store, job["_id"])
+    ids = [str(i["_id"]) for i in items]
+    fake.configure(
+        models={
+            "bm1": {
+                "batch": {
+                    "durationMs": 50,
+                    "lineErrors": {"customIds": [ids[1]], "status": 429},
+                }
+            }
+        }
+    )
+    before = fake.batch_stats().get("openai", {}).get("creates", 0)
+    submitter = _submitter(parts, "bm1")
+    records = await submitter.submit("bm1", items)
+    assert [r.state for r in records] == ["submitted"]
+    leased = await job_items(store, job["_id"])
+    assert {i["leaseOwner"] for i in leased} == {records[0].lease_owner}
+    assert {i["attempts"] for i in leased} == {1}
+
+    await _until_collected(submitter, ledger)
+
+    after = {str(i["_id"]): i for i in await job_items(store, job["_id"])}
+    done = [after[k] for k in (ids[0], ids[2], ids[3])]
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+    result = done[0]["result"]
+    assert result["text"] == "item 0" and result["via"] == "batch"
+    # "item 0": 2 tokens in and out, at half of 2.0 and 8.0 per million.
+    assert result["cost"] == pytest.approx((2 * 1.0 + 2 * 4.0) / 1e6)
+    retried = after[ids[1]]
+    assert retried["status"] == Status.PENDING
+    assert retried["attempts"] == 1
+    assert retried["error"]["type"] == "rate_limited"
+    assert "leaseOwner" not in retried
+    stored = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert stored["counts"][Status.PROCESSED] == 3
+    assert stored["cost"] == pytest.approx(3 * result["cost"])
+    assert fake.batch_stats()["openai"]["creates"] - before == 1
+
+
+async def test_an_expired_batch_puts_unfinished_items_back_unspent(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(store, settings, fake, 3, model="bm2", max_attempts=1)
+    fake.configure(
+        models={
+            "bm2": {
+                "batch": {
+                    "durationMs": 30,
+                    "outcome": "expired",
+                    "finishedFraction": 0.0,
+                }
+            }
+        }
+    )
+    submitter = _submitter(parts, "bm2")
+    await submitter.submit("bm2", await job_items(store, job["_id"]))
+    await _until_collected(submitter, ledger)
+    items = await job_items(store, job["_id"])
+    # maxAttempts is 1: had the expiry cost an attempt, they would fail.
+    assert {i["status"] for i in items} == {Status.PENDING}
+    assert {i["attempts"] for i in items} == {0}
+    assert {i["error"]["type"] for i in items} == {"batch_not_run"}
+
+
+async def test_a_batch_submitted_before_a_crash_is_not_submitted_again(parts):
+    store, settings, fake, client, ledger = parts
+    job = await submit(store, settings, fake, 2, model="bm3")
+    fake.configure(models={"bm3": {"batch": {"durationMs": 30}}})
+    items = await job_items(store, job["_id"])
+    first = _submitter(parts, "bm3")
+    model = first.models["bm3"]
+    # The first worker records, claims and submits, then dies before it
+    # can record the vendor's reference.
+    record, claimed = await _recorded_and_claimed(first, ledger, items)
+    await client.submit(
+        model.config,
+        None,
+        [BatchRequest(str(i["_id"]), item_request(i)) for i in claimed],
+        label=str(record.id),
+    )
+    creates = fake.batch_stats()["openai"]["creates"]
+
+    successor = _submitter(parts, "bm3")
+    await _until_collected(successor, ledger)
+    assert fake.batch_stats()["openai"]["creates"] == creates
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+async def test_a_record_left_before_its_submission_is_submitted(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(store, settings, fake, 2, model="bm4")
+    fake.configure(models={"bm4": {"batch": {"durationMs": 30}}})
+    items = await job_items(store, job["_id"])
+    # The first worker records and claims, then dies before submitting.
+    await _recorded_and_claimed(_submitter(parts, "bm4"), ledger, items)
+    creates = fake.batch_stats().get("openai", {}).get("creates", 0)
+
+    successor = _submitter(parts, "bm4")
+    await _until_collected(successor, ledger)
+    assert fake.batch_stats()["openai"]["creates"] == creates + 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+async def test_canceling_the_job_cancels_its_provider_batch(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(store, settings, fake, 3, model="bm5")
+    fake.configure(models={"bm5": {"batch": {"durationMs": 600_000}}})
+    submitter = _submitter(parts, "bm5")
+    await submitter.submit("bm5", await job_items(store, job["_id"]))
+    cancels = fake.batch_stats()["openai"].get("cancels", 0)
+    await JobService(store).transition(
+        job["clientId"], str(job["_id"]), Status.CANCELED, Actor.CLIENT
+    )
+    await _until_collected(submitter, ledger)
+    assert fake.batch_stats()["openai"]["cancels"] == cancels + 1
+    items = await job_items(store, job["_id"])
+    assert {i["status"] for i in items} == {Status.CANCELED}
+    # The claim's attempt was given back: none of them ran.
+    assert {i["attempts"] for i in items} == {0}
+    stored = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert stored["counts"][Status.CANCELED] == 3
