@@ -58,7 +58,8 @@ class Settings:
     """
 
     environment: Environment = "development"  # METASYNC_ENV
-    db_connection_string: str | None = None
+    #: Out of the repr: the URI may hold the database password.
+    db_connection_string: str | None = field(default=None, repr=False)
     db_name: str = "metasync-dev"
     docs_user: str = "user"
     docs_secret: SecretStr = _UNSET
@@ -92,6 +93,16 @@ class Settings:
     def is_production(self) -> bool:
         """Whether this is a production deployment."""
         return self.environment == "production"
+
+    def secret_values(self) -> list[str]:
+        """The secrets these settings hold, for the log redactor."""
+        values = [
+            getattr(self, name.lower()).get_secret_value()
+            for name in SECRET_VARIABLES
+        ]
+        if self.db_connection_string:
+            values.append(self.db_connection_string)
+        return [value for value in values if value]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (tests, launcher)."""
