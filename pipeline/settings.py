@@ -86,6 +86,9 @@ class Settings:
     #: Path of the model catalog seed (the repository's by default).
     models_file: str = str(PROJECT_ROOT / "configs" / "models.yaml")
     log_level: str = "INFO"
+    #: Comma-separated variables that may hold a model key although
+    #: their names do not end in ``_KEY`` (``apiKeyEnv``).
+    api_key_env_allowlist: str = ""
     state_dir: str = DEFAULT_STATE_DIR  # METASYNC_HOME
     generated_secrets: tuple[str, ...] = field(default=())
 
@@ -93,6 +96,15 @@ class Settings:
     def is_production(self) -> bool:
         """Whether this is a production deployment."""
         return self.environment == "production"
+
+    @property
+    def allowed_key_variables(self) -> frozenset[str]:
+        """The names in ``API_KEY_ENV_ALLOWLIST``."""
+        return frozenset(
+            name.strip()
+            for name in self.api_key_env_allowlist.split(",")
+            if name.strip()
+        )
 
     def secret_values(self) -> list[str]:
         """The secrets these settings hold, for the log redactor."""
