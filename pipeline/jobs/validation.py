@@ -2,7 +2,8 @@
 
 Every item is checked before anything is written: models exist and are
 active, prompts and versions exist and belong to the client, templates
-get all their variables, custom ids are unique. One bad item rejects the
+get all their variables and render within the content limit (checked
+before rendering), custom ids are unique. One bad item rejects the
 whole job with a 400 that names every offending item and id.
 """
 
@@ -16,7 +17,11 @@ from bson import ObjectId
 from pipeline.catalog import ModelCatalog
 from pipeline.errors import ValidationFailed
 from pipeline.prompts import PromptService
-from pipeline.templates import missing_variables, render
+from pipeline.templates import render, template_shape
+
+#: Longest system prompt or user content of an item, in characters; a
+#: rendered template is user content too.
+MAX_ITEM_TEXT_CHARS = 200_000
 
 #: Problems listed one by one; beyond this, the summary fields still
 #: name every bad model and prompt id.
@@ -200,8 +205,18 @@ def _user_content(
         )
         return None
     variables = item.variables or {}
-    missing = missing_variables(template, variables)
+    shape = template_shape(template)
+    missing = [name for name in shape.names if name not in variables]
     if missing:
         problems.add(index, "variables", "missing: " + ", ".join(missing))
         return None
-    return render(template, variables)
+    size = shape.rendered_chars(variables)
+    if size > MAX_ITEM_TEXT_CHARS:
+        problems.add(
+            index,
+            "variables",
+            f"the prompt's userTemplate renders to {size} characters with "
+            f"these variables, over the limit of {MAX_ITEM_TEXT_CHARS}",
+        )
+        return None
+    return render(template, variables, max_chars=MAX_ITEM_TEXT_CHARS)
