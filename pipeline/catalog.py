@@ -53,12 +53,46 @@ class _CamelModel(BaseModel):
     )
 
 
+#: The largest ``max_tokens`` a request may ask of a model whose
+#: catalog entry gives no ``maxOutputTokens``.
+DEFAULT_MAX_OUTPUT_TOKENS = 65_536
+
+
 class Limits(_CamelModel):
     """Per-model limits, holding across the whole cluster."""
 
     max_concurrency: int | None = Field(None, ge=1, le=10_000)
     rpm: int | None = Field(None, ge=1, description="requests per minute")
     tpm: int | None = Field(None, ge=1, description="tokens per minute")
+    max_output_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="largest max_tokens a request may ask "
+        f"({DEFAULT_MAX_OUTPUT_TOKENS} when absent)",
+    )
+
+
+def max_tokens_problem(
+    model: Mapping[str, Any], requested: int | None
+) -> str | None:
+    """Why a request's ``max_tokens`` is too large for a model, if it is.
+
+    Args:
+        model: The stored catalog model.
+        requested: The request's ``max_tokens`` (None: the default).
+
+    Returns:
+        A message naming the limit, or None when the request fits.
+    """
+    limits = model.get("limits") or {}
+    limit = limits.get("maxOutputTokens") or DEFAULT_MAX_OUTPUT_TOKENS
+    if requested is None or requested <= limit:
+        return None
+    return (
+        f"{requested} is over the limit of {limit} output tokens of model "
+        f"{model['name']!r}"
+    )
 
 
 class Pricing(_CamelModel):

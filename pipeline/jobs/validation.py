@@ -1,7 +1,8 @@
 """All-or-nothing validation of a job's items.
 
 Every item is checked before anything is written: models exist and are
-active, prompts and versions exist and belong to the client, templates
+active, ``maxTokens`` is within the model's limit, prompts and versions
+exist and belong to the client, templates
 get all their variables and render within the content limit (checked
 before rendering), custom ids are unique. One bad item rejects the
 whole job with a 400 that names every offending item and id.
@@ -14,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from pipeline.catalog import ModelCatalog
+from pipeline.catalog import ModelCatalog, max_tokens_problem
 from pipeline.errors import ValidationFailed
 from pipeline.prompts import PromptService
 from pipeline.templates import render, template_shape
@@ -139,6 +140,10 @@ async def validate_items(
             problems.add(
                 index, "model", f"unknown or inactive model {item.model!r}"
             )
+        elif too_many := max_tokens_problem(
+            models[item.model], item.max_tokens
+        ):
+            problems.add(index, "maxTokens", too_many)
         if item.custom_id is not None:
             first = seen_ids.setdefault(item.custom_id, index)
             if first != index:

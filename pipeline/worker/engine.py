@@ -54,7 +54,7 @@ from pipeline.worker.backlog import (
 from pipeline.worker.base import SyncLimits
 from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
-from pipeline.worker.limits import ModelLimiter
+from pipeline.worker.limits import ModelLimiter, Reservation
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
@@ -468,9 +468,11 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 if not math.isinf(delay):
                     wait_s = delay
                 break
-            limiter.try_start(tokens)
+            reservation = limiter.try_start(tokens)
+            if reservation is None:
+                break
             waiting.popleft()
-            self._spawn(self._run(model, item, tokens))
+            self._spawn(self._run(model, item, reservation))
         if name not in self._claiming and limiter.share.concurrency > 0:
             amount = self.scheduling.claim_size(
                 len(waiting),
@@ -634,7 +636,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     # -- one call ------------------------------------------------------
 
-    async def _run(self, model: ServedModel, item: Item, tokens: int) -> None:
+    async def _run(
+        self, model: ServedModel, item: Item, reservation: Reservation
+    ) -> None:
         limiter = self.limiters[model.name]
         used: int | None = None
         with bound_context(
@@ -653,7 +657,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     limiter.rate_limited()
                 outcome = self._failure(model, item, error)
             finally:
-                limiter.finish(tokens, used)
+                limiter.finish(reservation, used)
                 self._start_calls(model.name)
             self._writer.add(outcome)
 

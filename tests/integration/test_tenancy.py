@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
+from pipeline.catalog import DEFAULT_MAX_OUTPUT_TOKENS
 from pipeline.jobs.item_input import MAX_ITEM_TEXT_CHARS
 from tests.support.api import (
     fake_model,
@@ -102,3 +103,78 @@ def test_a_template_bomb_is_refused_and_the_api_keeps_answering(
     assert error["errors"][0]["field"] == "items[0].variables"
     assert http.get("/health").status_code == 200
     assert _jobs_of(http, client_a) == []
+
+
+def _chat(http, client, model: str, text: str, **options):
+    return http.post(
+        "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            **options,
+        },
+        headers=client.bearer,
+    )
+
+
+def test_max_tokens_is_bounded_by_the_models_limit(
+    http, admin_headers, fake, client_a
+):
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 5}, maxOutputTokens=1000
+    )
+    for field in ("max_tokens", "max_completion_tokens"):
+        refused = _chat(http, client_a, name, "x", **{field: 1001})
+        assert refused.status_code == 400, refused.text
+        (problem,) = refused.json()["error"]["errors"]
+        assert problem["field"] == field
+        assert "limit of 1000" in problem["message"]
+    item = {"model": name, "userContent": "x", "maxTokens": 1001}
+    response = http.post(
+        "/jobs", json={"items": [item]}, headers=client_a.headers
+    )
+    assert response.status_code == 400, response.text
+    (problem,) = response.json()["error"]["errors"]
+    assert problem["field"] == "items[0].maxTokens"
+    assert "limit of 1000" in problem["message"]
+    assert _jobs_of(http, client_a) == []
+    # A model without a limit of its own has the default one.
+    plain = fake_model(http, admin_headers, fake, {"latencyMs": 5})
+    huge = _chat(http, client_a, plain, "x", max_tokens=1_000_000)
+    assert huge.status_code == 400, huge.text
+    assert str(DEFAULT_MAX_OUTPUT_TOKENS) in huge.text
+    # What fits is served; nothing refused reached the provider.
+    assert _chat(http, client_a, name, "x", max_tokens=1000).status_code == 200
+    assert fake.stats(name)["requests"] == 1
+    assert fake.stats(plain)["requests"] == 0
+
+
+def test_failed_calls_give_their_tokens_back(
+    http, admin_headers, fake, client_a
+):
+    """No call can leave a model in token debt for everyone else.
+
+    Each failing call asks for 100,000 tokens of a model with 600 tokens
+    per minute. Were its reservation kept, the next call on the same
+    worker would wait for hours; with two worker replicas, one of three
+    calls always lands after a failed one on the same worker.
+    """
+    name = fake_model(
+        http,
+        admin_headers,
+        fake,
+        {
+            "latencyMs": 5,
+            "faults": [{"kind": "bad_request", "onCalls": [1, 2]}],
+        },
+        tpm=600,
+        maxOutputTokens=100_000,
+    )
+    for _ in range(2):
+        failed = _chat(http, client_a, name, "fail", max_tokens=100_000)
+        assert failed.status_code == 400, failed.text
+        assert failed.json()["error"]["code"] == "upstream_rejected"
+    served = _chat(http, client_a, name, "still serving", max_tokens=5)
+    assert served.status_code == 200, served.text
+    assert served.json()["choices"][0]["message"]["content"] == "still serving"
+    assert fake.stats(name)["requests"] == 3

@@ -56,6 +56,7 @@ def test_admin_manages_models(http, admin_headers, client_a):
         "maxConcurrency": 7,
         "rpm": None,
         "tpm": None,
+        "maxOutputTokens": None,
     }
     listed = {
         m["name"]
