@@ -120,6 +120,11 @@ class ModelSpec(_CamelModel):
     pricing: Pricing = Field(default_factory=Pricing)
     active: bool = True
     simulated: bool = False
+    shared_cache: bool = Field(
+        False,
+        description="clients share the model's result cache (a cached "
+        "answer may then be another client's); per client when false",
+    )
 
 
 def validate_spec(

@@ -59,7 +59,12 @@ from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
-from pipeline.worker.requests import cache_key, estimate_tokens, item_request
+from pipeline.worker.requests import (
+    SHARED_CACHE_SCOPE,
+    cache_key,
+    estimate_tokens,
+    item_request,
+)
 from pipeline.worker.retry import RetryPolicy, error_record
 from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
 from pipeline.worker.served_model import ServedModel
@@ -627,12 +632,25 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     def _cache_key(self, item: Item) -> str:
         return cache_key(
+            self._cache_scope(item),
             item["model"],
             item.get("systemPrompt"),
             item["userContent"],
             item.get("temperature"),
             item.get("maxTokens"),
         )
+
+    def _cache_scope(self, item: Item) -> str:
+        """Whose cache an item uses: its client's, or a shared one.
+
+        A model's cache is shared only when an admin set ``sharedCache``.
+        """
+        model = self.models.get(item["model"])
+        if model is not None and model.shared_cache:
+            return SHARED_CACHE_SCOPE
+        track = self.backlog.jobs.get(item["jobId"])
+        client_id = item.get("clientId") or (track and track.client_id)
+        return f"client:{client_id}"
 
     # -- one call ------------------------------------------------------
 

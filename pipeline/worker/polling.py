@@ -226,6 +226,7 @@ class PollingMixin(WorkerBase):
                 pricing=Pricing.model_validate(doc.get("pricing") or {}),
                 api_key=key,
                 key_error=key_error,
+                shared_cache=bool(doc.get("sharedCache", False)),
             )
         for name in served:
             if name not in self.limiters:

@@ -7,14 +7,20 @@ its token reservation back.
 
 from __future__ import annotations
 
+import uuid
+
 import httpx2
 import pytest
 
 from pipeline.catalog import DEFAULT_MAX_OUTPUT_TOKENS
 from pipeline.jobs.item_input import MAX_ITEM_TEXT_CHARS
 from tests.support.api import (
+    all_results,
     fake_model,
+    submit_job,
+    wait_for_job,
 )
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -178,3 +184,64 @@ def test_failed_calls_give_their_tokens_back(
     assert served.status_code == 200, served.text
     assert served.json()["choices"][0]["message"]["content"] == "still serving"
     assert fake.stats(name)["requests"] == 3
+
+
+def _cache_filled(mongo_uri: str, db_name: str, text: str) -> None:
+    """Wait until a result with ``text`` is in the result cache.
+
+    A job's results are readable before the worker stores them in the
+    cache: a later job must not miss it for that reason.
+    """
+    from pymongo import MongoClient
+
+    with MongoClient(mongo_uri) as mongo:
+        cache = mongo[db_name]["result_cache"]
+        wait_until(
+            lambda: cache.find_one({"result.text": text}) is not None,
+            timeout_s=60,
+            what=f"a cached result {text!r}",
+        )
+
+
+def _cached_job(http, client, name: str, text: str) -> dict:
+    items = [{"model": name, "userContent": text, "temperature": 0}]
+    job = submit_job(http, client, items, cache=True)
+    wait_for_job(http, client, job["id"], timeout_s=60)
+    (item,) = all_results(http, client, job["id"])
+    result: dict = item["result"]
+    return result
+
+
+def test_the_result_cache_is_per_client(
+    http, admin_headers, fake, client_a, client_b, mongo_uri, db_name
+):
+    name = fake_model(http, admin_headers, fake, {"latencyMs": 5})
+    text = f"a guessed prompt {uuid.uuid4().hex[:8]}"
+    first = _cached_job(http, client_a, name, text)
+    assert first["cached"] is False
+    _cache_filled(mongo_uri, db_name, text)
+    # B asks the same: a call of its own, not A's answer.
+    other = _cached_job(http, client_b, name, text)
+    assert other["cached"] is False
+    assert other["cost"] > 0
+    assert fake.stats(name)["requests"] == 2
+    # A's own repeat is served from A's cache.
+    again = _cached_job(http, client_a, name, text)
+    assert again["cached"] is True and again["text"] == text
+    assert fake.stats(name)["requests"] == 2
+
+
+def test_an_admin_may_share_a_models_cache(
+    http, admin_headers, fake, client_a, client_b, mongo_uri, db_name
+):
+    name = fake_model(
+        http, admin_headers, fake, {"latencyMs": 5}, shared_cache=True
+    )
+    listed = http.get("/models", headers=client_a.headers).json()["items"]
+    assert {m["name"]: m for m in listed}[name]["sharedCache"] is True
+    text = f"a shared prompt {uuid.uuid4().hex[:8]}"
+    assert _cached_job(http, client_a, name, text)["cached"] is False
+    _cache_filled(mongo_uri, db_name, text)
+    shared = _cached_job(http, client_b, name, text)
+    assert shared["cached"] is True and shared["text"] == text
+    assert fake.stats(name)["requests"] == 1
