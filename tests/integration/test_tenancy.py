@@ -245,3 +245,36 @@ def test_an_admin_may_share_a_models_cache(
     shared = _cached_job(http, client_b, name, text)
     assert shared["cached"] is True and shared["text"] == text
     assert fake.stats(name)["requests"] == 1
+
+
+def test_optimization_runs_are_bounded_like_jobs(
+    http, admin_headers, fake, client_a
+):
+    target = fake_model(
+        http, admin_headers, fake, {"latencyMs": 5}, maxOutputTokens=1000
+    )
+    meta = fake_model(http, admin_headers, fake, {"latencyMs": 5})
+    body = {
+        "workingPrompts": [{"text": "Answer."}],
+        "examples": [{"inputs": {"input": "x" * 40}, "expected": "y"}] * 8,
+        "targetModel": target,
+        "metaModel": meta,
+        "scorer": {"kind": "exact"},
+    }
+    cases = {
+        "maxTokens": {"maxTokens": 1001},
+        # 10,000 placeholders x 41 characters: over the content limit.
+        "examples[0].inputs": {"userTemplate": "{{input}} " * 10_000},
+    }
+    for field, change in cases.items():
+        response = http.post(
+            "/runs", json={**body, **change}, headers=client_a.headers
+        )
+        assert response.status_code == 400, (field, response.text)
+        problems = {
+            e["field"]: e["message"]
+            for e in response.json()["error"]["errors"]
+        }
+        assert field in problems, problems
+        assert "over the limit of" in problems[field]
+    assert http.get("/runs", headers=client_a.headers).json()["items"] == []
