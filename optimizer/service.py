@@ -20,17 +20,18 @@ from optimizer.dataset import split_dataset
 from optimizer.records import Example
 from optimizer.runner import run_models
 from optimizer.runs import SUCCEEDED, RunStore
-from pipeline.catalog import ModelCatalog
+from pipeline.catalog import ModelCatalog, max_tokens_problem
 from pipeline.errors import (
     Conflict,
     NotFound,
     QuotaExceeded,
     ValidationFailed,
 )
+from pipeline.jobs.validation import MAX_ITEM_TEXT_CHARS
 from pipeline.prompts import PromptService
 from pipeline.spending import client_spend
 from pipeline.store import Store
-from pipeline.templates import missing_variables
+from pipeline.templates import missing_variables, template_shape
 
 #: Largest dataset a run or ``POST /datasets`` accepts.
 MAX_EXAMPLES = 10_000
@@ -238,6 +239,11 @@ class RunService:
                         "message": f"unknown or inactive model {name!r}",
                     }
                 )
+        target = found.get(config.target_model)
+        if target is not None and (
+            too_many := max_tokens_problem(target, config.max_tokens)
+        ):
+            errors.append({"field": "maxTokens", "message": too_many})
 
     async def _resolve_prompts(
         self,
@@ -323,6 +329,18 @@ class RunService:
                         "field": f"examples[{index}].inputs",
                         "message": "missing template variable(s) "
                         + ", ".join(missing),
+                    }
+                )
+            size = template_shape(config.user_template).rendered_chars(
+                example.inputs
+            )
+            if size > MAX_ITEM_TEXT_CHARS:
+                errors.append(
+                    {
+                        "field": f"examples[{index}].inputs",
+                        "message": f"userTemplate renders to {size} "
+                        "characters with these inputs, over the limit of "
+                        f"{MAX_ITEM_TEXT_CHARS}",
                     }
                 )
             if (

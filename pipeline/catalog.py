@@ -20,8 +20,10 @@ from pymongo.errors import DuplicateKeyError
 
 from pipeline.errors import Conflict, NotFound, ValidationFailed
 from pipeline.logging import BusinessLogger, get_logger
+from pipeline.settings import SECRET_VARIABLES, Settings
 from pipeline.store import Store
 from pipeline.store.document_collection import Document, new_metadata, utcnow
+from providers.keys import KeyVariablePolicy, key_variable
 
 log = get_logger(__name__)
 business = BusinessLogger()
@@ -32,10 +34,28 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
 _SECRET_CONFIG = re.compile(r"(?i)^(api[-_]?key|key|secret|token|password)$")
 
 
+#: The service's own secrets: never sent to a model, whatever the name.
+RESERVED_KEY_VARIABLES = frozenset({*SECRET_VARIABLES, "DB_CONNECTION_STRING"})
+
+
+def key_variable_policy(settings: Settings | None = None) -> KeyVariablePolicy:
+    """Which variables may hold a model key under these settings."""
+    return KeyVariablePolicy(
+        allowed=settings.allowed_key_variables if settings else frozenset(),
+        allow_list_setting="API_KEY_ENV_ALLOWLIST",
+        reserved=RESERVED_KEY_VARIABLES,
+    )
+
+
 class _CamelModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid"
     )
+
+
+#: The largest ``max_tokens`` a request may ask of a model whose
+#: catalog entry gives no ``maxOutputTokens``.
+DEFAULT_MAX_OUTPUT_TOKENS = 65_536
 
 
 class Limits(_CamelModel):
@@ -44,6 +64,35 @@ class Limits(_CamelModel):
     max_concurrency: int | None = Field(None, ge=1, le=10_000)
     rpm: int | None = Field(None, ge=1, description="requests per minute")
     tpm: int | None = Field(None, ge=1, description="tokens per minute")
+    max_output_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="largest max_tokens a request may ask "
+        f"({DEFAULT_MAX_OUTPUT_TOKENS} when absent)",
+    )
+
+
+def max_tokens_problem(
+    model: Mapping[str, Any], requested: int | None
+) -> str | None:
+    """Why a request's ``max_tokens`` is too large for a model, if it is.
+
+    Args:
+        model: The stored catalog model.
+        requested: The request's ``max_tokens`` (None: the default).
+
+    Returns:
+        A message naming the limit, or None when the request fits.
+    """
+    limits = model.get("limits") or {}
+    limit = limits.get("maxOutputTokens") or DEFAULT_MAX_OUTPUT_TOKENS
+    if requested is None or requested <= limit:
+        return None
+    return (
+        f"{requested} is over the limit of {limit} output tokens of model "
+        f"{model['name']!r}"
+    )
 
 
 #: Batch prices as a share of live ones when the catalog gives none: the
@@ -111,13 +160,26 @@ class ModelSpec(_CamelModel):
     pricing: Pricing = Field(default_factory=Pricing)
     active: bool = True
     simulated: bool = False
+    shared_cache: bool = Field(
+        False,
+        description="clients share the model's result cache (a cached "
+        "answer may then be another client's); per client when false",
+    )
 
 
-def validate_spec(spec: ModelSpec) -> None:
+def validate_spec(
+    spec: ModelSpec, key_policy: KeyVariablePolicy | None = None
+) -> None:
     """Check the provider exists and accepts the config.
 
+    Args:
+        spec: The model.
+        key_policy: Which variables may hold its key (the default
+            policy when None).
+
     Raises:
-        ValidationFailed: Naming ``provider`` or ``config.<field>``.
+        ValidationFailed: Naming ``provider``, ``config.<field>`` or
+            ``name`` (a name whose key variable is not allowed).
     """
     from providers.errors import (
         ConfigError,
@@ -142,6 +204,13 @@ def validate_spec(spec: ModelSpec) -> None:
     except ConfigError as error:
         field = f"config.{error.field}" if error.field else "config"
         raise ValidationFailed.single(field, error.message) from None
+    try:
+        key_variable(
+            spec.name, spec.config, key_policy or key_variable_policy()
+        )
+    except ConfigError as error:
+        field = f"config.{error.field}" if error.field else "name"
+        raise ValidationFailed.single(field, error.message) from None
 
 
 def load_seed(path: str | Path) -> list[ModelSpec]:
@@ -163,8 +232,11 @@ def load_seed(path: str | Path) -> list[ModelSpec]:
 class ModelCatalog:
     """Read and manage the ``models`` collection."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, key_policy: KeyVariablePolicy | None = None
+    ) -> None:
         self._docs = store.documents("models")
+        self._key_policy = key_policy or key_variable_policy()
 
     async def seed(self, specs: list[ModelSpec]) -> int:
         """Insert seed models whose names are not in the catalog yet.
@@ -177,7 +249,7 @@ class ModelCatalog:
         """
         added = 0
         for spec in specs:
-            validate_spec(spec)
+            validate_spec(spec, self._key_policy)
             document = {
                 **spec.model_dump(by_alias=True),
                 "_metadata": new_metadata("seed"),
@@ -224,7 +296,7 @@ class ModelCatalog:
             ValidationFailed: Unknown provider or invalid config.
             Conflict: A live model has that name.
         """
-        validate_spec(spec)
+        validate_spec(spec, self._key_policy)
         fields = spec.model_dump(by_alias=True)
         existing = await self._docs.collection.find_one({"name": spec.name})
         if existing is None:
@@ -256,7 +328,7 @@ class ModelCatalog:
             raise ValidationFailed.single(
                 "name", f"must be {name!r} (models cannot be renamed)"
             )
-        validate_spec(spec)
+        validate_spec(spec, self._key_policy)
         fields = spec.model_dump(by_alias=True)
         fields.pop("name")
         document = await self._docs.update({"name": name}, fields, actor=actor)

@@ -3,8 +3,13 @@
 Every line carries the context bound for the current request, job or
 item (``request_id``, ``job_id``, ``item_id``) through structlog's
 contextvars. A redaction step runs last before rendering, so no admin
-key, client key, pepper, provider key or ``Authorization`` value can
-reach a log line, whoever logged it.
+key, client key, pepper, provider key, connection string or
+``Authorization`` value can reach a log line, whoever logged it.
+
+Only secrets the process knows are redacted as values: its secret
+environment variables, and keys that authenticated (a bounded set). A
+key a caller merely presents is not: a failed attempt must not make
+words of the caller's choosing vanish from the logs.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import logging
 import os
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -38,6 +45,8 @@ _SECRET_FIELDS = frozenset(
         "keyhash",
         "proxyauthorization",
         "cookie",
+        "dbconnectionstring",
+        "connectionstring",
     }
 )
 
@@ -47,31 +56,69 @@ _BEARER_PATTERN = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
 
 #: Environment variables whose values are secrets by convention.
 _SECRET_ENV = re.compile(r"(_KEY|_SECRET|_PEPPER|_TOKEN|PASSWORD)$")
+#: Variables holding a URI whose password is a secret.
+_SECRET_URI_ENV = frozenset({"DB_CONNECTION_STRING"})
+
+#: Authenticated keys remembered for redaction; the oldest go first (a
+#: client key is also caught by its shape, whether remembered or not).
+MAX_REMEMBERED_KEYS = 256
 
 
 class SecretRedactor:
     """A structlog processor that removes secrets from an event dict.
 
     It masks fields with secret names, anything shaped like a client key
-    or an ``Authorization`` value, and every known secret value (read
-    from the environment at start and added with :meth:`register`).
+    or an ``Authorization`` value, and every known secret value: the
+    process's own (read from the environment at start, or added with
+    :meth:`register`) and the last :data:`MAX_REMEMBERED_KEYS` keys that
+    authenticated (:meth:`remember_authenticated`).
     """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: set[str] = set()
+        # Longest first: a secret that contains another (a URI and its
+        # password) goes whole.
+        self._longest_first: tuple[str, ...] = ()
+        self._authenticated: OrderedDict[str, None] = OrderedDict()
         for value in values:
             self.register(value)
 
     def register(self, value: str | None) -> None:
-        """Treat ``value`` as a secret from now on (short ones ignored)."""
-        if value and len(value) >= 8:
+        """Treat a secret of the process as one from now on.
+
+        Only for values the process itself holds (its settings and
+        environment): never for what a caller presents. Short values
+        are ignored (they would mask ordinary words).
+        """
+        if value and len(value) >= 8 and value not in self._values:
             self._values.add(value)
+            self._longest_first = tuple(
+                sorted(self._values, key=len, reverse=True)
+            )
+
+    def remember_authenticated(self, key: str) -> None:
+        """Redact a key that authenticated (bounded: the oldest go)."""
+        if len(key) < 8 or key in self._values:
+            return
+        self._authenticated[key] = None
+        self._authenticated.move_to_end(key)
+        while len(self._authenticated) > MAX_REMEMBERED_KEYS:
+            self._authenticated.popitem(last=False)
+
+    @property
+    def remembered(self) -> int:
+        """How many authenticated keys are remembered now."""
+        return len(self._authenticated)
 
     def register_environment(self, environ: dict[str, str]) -> None:
         """Register the values of secret-looking environment variables."""
         for name, value in environ.items():
-            if _SECRET_ENV.search(name.upper()):
+            upper = name.upper()
+            if _SECRET_ENV.search(upper):
                 self.register(value)
+            elif upper in _SECRET_URI_ENV:
+                self.register(value)
+                self.register(_uri_password(value))
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
@@ -96,11 +143,19 @@ class SecretRedactor:
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every secret in it replaced."""
-        for secret in self._values:
+        for secret in (*self._longest_first, *self._authenticated):
             if secret in text:
                 text = text.replace(secret, REDACTED)
         text = CLIENT_KEY_PATTERN.sub(REDACTED, text)
         return _BEARER_PATTERN.sub(lambda m: f"{m[1]} {REDACTED}", text)
+
+
+def _uri_password(uri: str) -> str | None:
+    """The password in a URI's user info, if any."""
+    try:
+        return urlsplit(uri).password
+    except ValueError:
+        return None
 
 
 def _is_secret_field(key: str) -> bool:

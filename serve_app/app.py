@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from pipeline.logging import configure_logging, get_logger
+from pipeline.logging import configure_logging, get_logger, redactor
 from pipeline.settings import Settings
 from serve_app.context import AppContext
 from serve_app.errors import install_error_handlers
@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    # Generated development secrets are in no environment variable.
+    for secret in settings.secret_values():
+        redactor.register(secret)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

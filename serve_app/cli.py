@@ -171,14 +171,21 @@ def _banner_ready(settings: Settings, stack: LocalStack, took: float) -> str:
         lines.append(
             f"  Ray dashboard: http://127.0.0.1:{stack.options.dashboard_port}"
         )
-    if not settings.is_production:
-        lines.append(
-            "  development admin key (X-Admin-Key): "
-            + settings.admin_api_key.get_secret_value()
-        )
-        lines.append(
-            "  docs password: " + settings.docs_secret.get_secret_value()
-        )
+    # Only secrets metasync made are shown: stdout often ends up in logs,
+    # and the operator already knows the ones they supplied.
+    own = settings.dev_file_secrets
+    admin_key = settings.admin_api_key.get_secret_value()
+    docs_secret = settings.docs_secret.get_secret_value()
+    lines.append(
+        "  development admin key (X-Admin-Key): " + admin_key
+        if "ADMIN_API_KEY" in own
+        else "  admin key (X-Admin-Key): the value of ADMIN_API_KEY"
+    )
+    lines.append(
+        "  docs password: " + docs_secret
+        if "DOCS_SECRET" in own
+        else "  docs password: the value of DOCS_SECRET"
+    )
     lines.append("  Ctrl-C stops everything.")
     return "\n".join(lines)
 

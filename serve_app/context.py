@@ -12,7 +12,12 @@ from bson import ObjectId
 
 from optimizer.actor import optimizer_handle
 from optimizer.service import RunService
-from pipeline.catalog import ModelCatalog, ModelSpec, load_seed
+from pipeline.catalog import (
+    ModelCatalog,
+    ModelSpec,
+    key_variable_policy,
+    load_seed,
+)
 from pipeline.clients import ClientService
 from pipeline.cluster.handles import WorkerHandles
 from pipeline.cluster.supervisor import WorkerSupervisor
@@ -76,7 +81,7 @@ class AppContext:
             settings.db_name,
         )
         await store.ensure_indexes(cache_ttl_s=settings.cache_ttl_seconds)
-        catalog = ModelCatalog(store)
+        catalog = ModelCatalog(store, key_variable_policy(settings))
         await catalog.seed(_seed_specs(settings.models_file))
         prompts = PromptService(store)
         workers = WorkerHandles(settings)

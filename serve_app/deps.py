@@ -68,7 +68,8 @@ ClientIdHeader = Annotated[
 
 
 def _check_admin(context: AppContext, key: str | None) -> bool:
-    redactor.register(key)
+    # Nothing a caller presents is registered for redaction before it
+    # authenticates (the admin key is a known secret of the process).
     expected = context.settings.admin_api_key.get_secret_value()
     return admin_key_matches(key, expected)
 
@@ -107,8 +108,11 @@ async def _authenticate_client(
         key = bearer.credentials
     if key is None:
         return None
-    redactor.register(key)
-    return await context.clients.authenticate(key, client_id)
+    client = await context.clients.authenticate(key, client_id)
+    # Only a key that authenticated is redacted as a value: a failed
+    # attempt must not make words of the caller's choosing vanish.
+    redactor.remember_authenticated(key)
+    return client
 
 
 async def require_client(

@@ -24,6 +24,10 @@ from tests.support.net import free_port, wait_until
 ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
 PEPPER = "test-pepper-" + uuid.uuid4().hex
 DOCS_SECRET = "test-docs-secret-" + uuid.uuid4().hex
+#: A provider key in the workers' environment (the fake provider can be
+#: told to require it), named as model keys must be.
+PROVIDER_KEY_VARIABLE = "METASYNC_TEST_PROVIDER_KEY"
+PROVIDER_KEY = "test-provider-key-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +71,7 @@ def service_env(
         "ADMIN_API_KEY": ADMIN_KEY,
         "API_KEY_PEPPER": PEPPER,
         "DOCS_SECRET": DOCS_SECRET,
+        PROVIDER_KEY_VARIABLE: PROVIDER_KEY,
         "POLL_INTERVAL": "3",
         # Two workers per provider: every test also checks that limits
         # hold across replicas.

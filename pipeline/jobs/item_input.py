@@ -8,15 +8,23 @@ accept different items.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from pipeline.jobs.validation import ItemSpec
+from pipeline.jobs.validation import MAX_ITEM_TEXT_CHARS, ItemSpec
 
-#: Longest system prompt or user content of an item, in characters.
-MAX_ITEM_TEXT_CHARS = 200_000
+__all__ = ["MAX_CUSTOM_ID_CHARS", "MAX_ITEM_TEXT_CHARS", "JobItemIn"]
+
 #: Longest ``customId``.
 MAX_CUSTOM_ID_CHARS = 256
+#: Most variables one item may give.
+MAX_VARIABLES = 1_000
 
 Scalar = str | int | float | bool
 
@@ -36,11 +44,25 @@ class JobItemIn(BaseModel):
     model: str = Field(min_length=1, max_length=100)
     prompt_id: str | None = None
     prompt_version: int | None = Field(None, ge=1)
-    variables: dict[str, Scalar] | None = None
+    variables: dict[str, Scalar] | None = Field(None, max_length=MAX_VARIABLES)
     system_prompt: str | None = Field(None, max_length=MAX_ITEM_TEXT_CHARS)
     user_content: str | None = Field(None, max_length=MAX_ITEM_TEXT_CHARS)
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+
+    @field_validator("variables")
+    @classmethod
+    def _values_bounded(
+        cls, variables: dict[str, Scalar] | None
+    ) -> dict[str, Scalar] | None:
+        # No value may be longer than the content it renders into.
+        for name, value in (variables or {}).items():
+            if isinstance(value, str) and len(value) > MAX_ITEM_TEXT_CHARS:
+                raise ValueError(
+                    f"{name} is {len(value)} characters long, over the "
+                    f"limit of {MAX_ITEM_TEXT_CHARS}"
+                )
+        return variables
 
     @model_validator(mode="after")
     def _one_form(self) -> JobItemIn:

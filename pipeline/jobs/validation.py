@@ -1,8 +1,10 @@
 """All-or-nothing validation of a job's items.
 
 Every item is checked before anything is written: models exist and are
-active, prompts and versions exist and belong to the client, templates
-get all their variables, custom ids are unique. One bad item rejects the
+active, ``maxTokens`` is within the model's limit, prompts and versions
+exist and belong to the client, templates
+get all their variables and render within the content limit (checked
+before rendering), custom ids are unique. One bad item rejects the
 whole job with a 400 that names every offending item and id.
 """
 
@@ -13,11 +15,15 @@ from typing import Any
 
 from bson import ObjectId
 
-from pipeline.catalog import ModelCatalog
+from pipeline.catalog import ModelCatalog, max_tokens_problem
 from pipeline.errors import ValidationFailed
 from pipeline.jobs.estimate import estimate_cost, model_pricing
 from pipeline.prompts import PromptService
-from pipeline.templates import missing_variables, render
+from pipeline.templates import render, template_shape
+
+#: Longest system prompt or user content of an item, in characters; a
+#: rendered template is user content too.
+MAX_ITEM_TEXT_CHARS = 200_000
 
 #: Problems listed one by one; beyond this, the summary fields still
 #: name every bad model and prompt id.
@@ -140,6 +146,10 @@ async def validate_items(
             problems.add(
                 index, "model", f"unknown or inactive model {item.model!r}"
             )
+        elif too_many := max_tokens_problem(
+            models[item.model], item.max_tokens
+        ):
+            problems.add(index, "maxTokens", too_many)
         if item.custom_id is not None:
             first = seen_ids.setdefault(item.custom_id, index)
             if first != index:
@@ -216,8 +226,18 @@ def _user_content(
         )
         return None
     variables = item.variables or {}
-    missing = missing_variables(template, variables)
+    shape = template_shape(template)
+    missing = [name for name in shape.names if name not in variables]
     if missing:
         problems.add(index, "variables", "missing: " + ", ".join(missing))
         return None
-    return render(template, variables)
+    size = shape.rendered_chars(variables)
+    if size > MAX_ITEM_TEXT_CHARS:
+        problems.add(
+            index,
+            "variables",
+            f"the prompt's userTemplate renders to {size} characters with "
+            f"these variables, over the limit of {MAX_ITEM_TEXT_CHARS}",
+        )
+        return None
+    return render(template, variables, max_chars=MAX_ITEM_TEXT_CHARS)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from pipeline.worker.base import WorkerBase
+from pipeline.worker.limits import Reservation
 from pipeline.worker.requests import request_tokens
 from pipeline.worker.served_model import ServedModel
 from providers.base import (
@@ -33,9 +34,9 @@ CHAT_MAX_RETRY_WAIT_S = 30.0
 
 @dataclass
 class _Slot:
-    """Tokens of one chat call: estimated up front, used once known."""
+    """Tokens of one chat call: reserved up front, used once known."""
 
-    estimate: int
+    reservation: Reservation
     used: int | None = None
 
 
@@ -101,12 +102,11 @@ class ChatMixin(WorkerBase):
         Freed on exit (before any backoff, so a waiting call holds no
         concurrency) with the tokens the call reported, if any.
         """
-        slot = _Slot(request_tokens(request))
-        await self._acquire(model_name, slot.estimate)
+        slot = _Slot(await self._acquire(model_name, request_tokens(request)))
         try:
             yield slot
         finally:
-            self.limiters[model_name].finish(slot.estimate, slot.used)
+            self.limiters[model_name].finish(slot.reservation, slot.used)
             self._wake.set()
 
     async def _served(self, model_name: str) -> ServedModel:
@@ -120,14 +120,16 @@ class ChatMixin(WorkerBase):
             )
         return model
 
-    async def _acquire(self, model: str, tokens: int) -> None:
+    async def _acquire(self, model: str, tokens: int) -> Reservation:
         limiter = self.limiters[model]
         self._chat_waiters[model] += 1
         try:
             while True:
                 delay = limiter.start_delay(tokens)
-                if delay <= 0 and limiter.try_start(tokens):
-                    return
+                if delay <= 0:
+                    reservation = limiter.try_start(tokens)
+                    if reservation is not None:
+                        return reservation
                 if limiter.share.concurrency == 0:
                     await self._sync_once()
                 await limiter.wait_for_change(min(delay, 1.0))

@@ -54,13 +54,18 @@ from pipeline.worker.backlog import (
 from pipeline.worker.base import SyncLimits
 from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
-from pipeline.worker.limits import ModelLimiter
+from pipeline.worker.limits import ModelLimiter, Reservation
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.names import worker_name
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.prompt_cache import PromptCache
-from pipeline.worker.requests import cache_key, estimate_tokens, item_request
+from pipeline.worker.requests import (
+    SHARED_CACHE_SCOPE,
+    cache_key,
+    estimate_tokens,
+    item_request,
+)
 from pipeline.worker.retry import RetryPolicy, error_record
 from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
 from pipeline.worker.served_model import ServedModel
@@ -469,9 +474,11 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 if not math.isinf(delay):
                     wait_s = delay
                 break
-            limiter.try_start(tokens)
+            reservation = limiter.try_start(tokens)
+            if reservation is None:
+                break
             waiting.popleft()
-            self._spawn(self._run(model, item, tokens))
+            self._spawn(self._run(model, item, reservation))
         if name not in self._claiming and limiter.share.concurrency > 0:
             amount = self.scheduling.claim_size(
                 len(waiting),
@@ -627,6 +634,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     def _cache_key(self, item: Item) -> str:
         return cache_key(
+            self._cache_scope(item),
             item["model"],
             item.get("systemPrompt"),
             item["userContent"],
@@ -634,9 +642,23 @@ class ProviderWorker(ChatMixin, PollingMixin):
             item.get("maxTokens"),
         )
 
+    def _cache_scope(self, item: Item) -> str:
+        """Whose cache an item uses: its client's, or a shared one.
+
+        A model's cache is shared only when an admin set ``sharedCache``.
+        """
+        model = self.models.get(item["model"])
+        if model is not None and model.shared_cache:
+            return SHARED_CACHE_SCOPE
+        track = self.backlog.jobs.get(item["jobId"])
+        client_id = item.get("clientId") or (track and track.client_id)
+        return f"client:{client_id}"
+
     # -- one call ------------------------------------------------------
 
-    async def _run(self, model: ServedModel, item: Item, tokens: int) -> None:
+    async def _run(
+        self, model: ServedModel, item: Item, reservation: Reservation
+    ) -> None:
         limiter = self.limiters[model.name]
         used: int | None = None
         with bound_context(
@@ -655,7 +677,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     limiter.rate_limited()
                 outcome = self._failure(model, item, error)
             finally:
-                limiter.finish(tokens, used)
+                limiter.finish(reservation, used)
                 self._start_calls(model.name)
             self._writer.add(outcome)
 

@@ -6,6 +6,12 @@ handed out by the :class:`~pipeline.worker.coordinator.LimitsCoordinator`
 so the sum over all workers never exceeds the model's limits. On a 429
 it halves its effective concurrency, then recovers one step per quiet
 interval (additive increase, multiplicative decrease).
+
+A call reserves its estimated tokens when it starts (a
+:class:`Reservation`, at most one minute of the share's tpm, so no single
+request can hold the model longer) and settles them when it ends: what
+the provider reported is charged, and a call that failed gives its
+whole reservation back.
 """
 
 from __future__ import annotations
@@ -75,6 +81,18 @@ class TokenBucket:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """What one started call holds until it finishes.
+
+    Attributes:
+        tokens: Tokens taken from the tpm budget at the start (0 when
+            tpm is unlimited).
+    """
+
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Share:
     """This worker's part of a model's cluster-wide limits.
 
@@ -140,22 +158,43 @@ class ModelLimiter:
             delay = max(delay, self._tpm.wait_time(tokens))
         return delay
 
-    def try_start(self, tokens: int) -> bool:
-        """Start a call if capacity and rates allow it now."""
+    def try_start(self, tokens: int) -> Reservation | None:
+        """Start a call if capacity and rates allow it now.
+
+        Args:
+            tokens: The call's estimated tokens.
+
+        Returns:
+            What the call holds (give it to :meth:`finish`), or None
+            when it may not start yet.
+        """
         if self.start_delay(tokens) > 0:
-            return False
+            return None
         self.in_flight += 1
         if self.share.rpm is not None:
             self._rpm.take(1)
+        reserved = 0
         if self.share.tpm is not None:
-            self._tpm.take(tokens)
-        return True
+            # Never more than a minute of the budget: an estimate above
+            # it (a huge max_tokens) must not stop the model for longer.
+            reserved = min(tokens, max(1, int(self.share.tpm)))
+            self._tpm.take(reserved)
+        return Reservation(reserved)
 
-    def finish(self, estimated_tokens: int, used_tokens: int | None) -> None:
-        """Record the end of a call, correcting the token estimate."""
+    def finish(
+        self, reservation: Reservation, used_tokens: int | None
+    ) -> None:
+        """Record the end of a call and settle its reservation.
+
+        Args:
+            reservation: What :meth:`try_start` gave the call.
+            used_tokens: The tokens the provider reported, or None when
+                the call failed (its reservation comes back whole).
+        """
         self.in_flight -= 1
-        if self.share.tpm is not None and used_tokens is not None:
-            difference = estimated_tokens - used_tokens
+        if self.share.tpm is not None and reservation.tokens:
+            used = 0 if used_tokens is None else used_tokens
+            difference = reservation.tokens - used
             if difference > 0:
                 self._tpm.give_back(difference)
             elif difference < 0:

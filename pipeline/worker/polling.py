@@ -20,7 +20,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from pipeline.catalog import Pricing
+from pipeline.catalog import Pricing, key_variable_policy
 from pipeline.jobs.aggregation import FINAL_COUNTED
 from pipeline.jobs.item_ids import WINDOW_ITEMS
 from pipeline.jobs.shapes import JobSummary
@@ -201,6 +201,7 @@ class PollingMixin(WorkerBase):
     async def _refresh_models(self) -> None:
         from providers.keys import resolve_api_key
 
+        key_policy = key_variable_policy(self.settings)
         documents = await self._catalog.list(active_only=True)
         served: dict[str, ServedModel] = {}
         for doc in documents:
@@ -210,7 +211,9 @@ class PollingMixin(WorkerBase):
             key: str | None = None
             key_error: Exception | None = None
             try:
-                key = resolve_api_key(doc["name"], doc.get("config") or {})
+                key = resolve_api_key(
+                    doc["name"], doc.get("config") or {}, policy=key_policy
+                )
             except ProviderError as error:
                 key_error = error
             served[doc["name"]] = ServedModel(
@@ -223,6 +226,7 @@ class PollingMixin(WorkerBase):
                 pricing=Pricing.model_validate(doc.get("pricing") or {}),
                 api_key=key,
                 key_error=key_error,
+                shared_cache=bool(doc.get("sharedCache", False)),
             )
         for name in served:
             if name not in self.limiters:

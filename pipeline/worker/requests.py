@@ -36,16 +36,35 @@ def request_tokens(request: CompletionRequest) -> int:
     return chars // 4 + 1 + (request.max_tokens or DEFAULT_OUTPUT_TOKENS)
 
 
+#: The cache scope of a model whose cache an admin shared between clients.
+SHARED_CACHE_SCOPE = "shared"
+
+
 def cache_key(
+    scope: str,
     model: str,
     system: str | None,
     user: str,
     temperature: float | None,
     max_tokens: int | None,
 ) -> str:
-    """The result-cache key of a request."""
+    """The result-cache key of a request.
+
+    Args:
+        scope: Whose cache: ``client:<id>``, or :data:`SHARED_CACHE_SCOPE`
+            for a model whose cache is shared. A client never reads
+            another's results (nor learns what others asked).
+        model: The catalog model.
+        system: The system prompt.
+        user: The user content.
+        temperature: The temperature.
+        max_tokens: The output limit.
+
+    Returns:
+        The key (a SHA-256 in hex).
+    """
     payload = json.dumps(
-        [model, system or "", user, temperature, max_tokens],
+        [scope, model, system or "", user, temperature, max_tokens],
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()

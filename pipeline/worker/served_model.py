@@ -22,6 +22,8 @@ class ServedModel:
         pricing: USD per million tokens.
         api_key: The key read from this process's environment, or None.
         key_error: Why no key could be read (the variable to set).
+        shared_cache: Whether clients share the model's result cache
+            (an admin's explicit choice; per client otherwise).
     """
 
     name: str
@@ -32,6 +34,7 @@ class ServedModel:
     pricing: Pricing
     api_key: str | None
     key_error: Exception | None = None
+    shared_cache: bool = False
 
     def __repr__(self) -> str:
         return f"ServedModel({self.name!r})"

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from pipeline.catalog import max_tokens_problem
 from pipeline.errors import (
     MetasyncError,
     NotFound,
@@ -26,6 +27,7 @@ from pipeline.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
+    ValidationFailed,
 )
 from pipeline.jobs.estimate import estimate_cost, model_pricing
 from pipeline.logging import get_logger
@@ -88,6 +90,8 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     """Create a chat completion (``model`` is a catalog name)."""
     model = await context.catalog.get(body.model, active_only=True)
+    if too_many := max_tokens_problem(model, body.max_output_tokens):
+        raise ValidationFailed.single(body.max_tokens_field, too_many)
     provider = model["provider"]
     request = body.request()
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"

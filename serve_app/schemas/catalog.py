@@ -18,6 +18,7 @@ class ModelOut(ApiModel):
     pricing: Pricing
     active: bool
     simulated: bool
+    shared_cache: bool
     config: dict[str, Any]
 
     @classmethod
@@ -32,6 +33,7 @@ class ModelOut(ApiModel):
             pricing=Pricing.model_validate(document.get("pricing") or {}),
             active=document.get("active", True),
             simulated=document.get("simulated", False),
+            shared_cache=document.get("sharedCache", False),
             config=dict(config) if admin else public_config(config),
         )
 

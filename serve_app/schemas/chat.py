@@ -68,6 +68,20 @@ class ChatCompletionIn(BaseModel):
             raise ValueError("messages need at least one user message")
         return self
 
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The output limit asked (``max_completion_tokens`` wins)."""
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def max_tokens_field(self) -> str:
+        """The field that gave :attr:`max_output_tokens`."""
+        return (
+            "max_completion_tokens"
+            if self.max_completion_tokens
+            else "max_tokens"
+        )
+
     def request(self) -> CompletionRequest:
         """The provider-neutral request."""
         messages = tuple(
@@ -76,7 +90,7 @@ class ChatCompletionIn(BaseModel):
         return CompletionRequest(
             messages,
             temperature=self.temperature,
-            max_tokens=self.max_completion_tokens or self.max_tokens,
+            max_tokens=self.max_output_tokens,
         )
 
 

@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from pipeline.logging import (
+    MAX_REMEMBERED_KEYS,
     REDACTED,
     BusinessLogger,
     SecretRedactor,
@@ -111,3 +112,34 @@ def test_exception_tracebacks_are_scrubbed(captured):
         get_logger("t").exception("boom")
     assert "env-secret-1" not in captured.getvalue()
     assert "RuntimeError" in captured.getvalue()
+
+
+CONNECTION = "mongodb://metasync:pa55-w0rd-secret@db.example:27017/?tls=true"
+
+
+def test_the_connection_string_and_its_password_are_redacted():
+    redact = SecretRedactor()
+    redact.register_environment({"DB_CONNECTION_STRING": CONNECTION})
+    assert redact.scrub(f"connecting to {CONNECTION}") == (
+        f"connecting to {REDACTED}"
+    )
+    # Drivers quote the parts of a URI, not always the whole of it.
+    assert "pa55-w0rd-secret" not in redact.scrub(
+        "auth failed for metasync with pa55-w0rd-secret"
+    )
+    clean = redact(None, "info", {"db_connection_string": "mongodb://h"})
+    assert clean["db_connection_string"] == REDACTED
+
+
+def test_authenticated_keys_are_redacted_and_their_number_bounded():
+    redact = SecretRedactor(["process-secret-1"])
+    for n in range(MAX_REMEMBERED_KEYS + 50):
+        redact.remember_authenticated(f"authenticated-key-{n:05d}")
+    latest = f"authenticated-key-{MAX_REMEMBERED_KEYS + 49:05d}"
+    assert redact.scrub(latest) == REDACTED
+    assert redact.scrub("authenticated-key-00000") == (
+        "authenticated-key-00000"
+    )
+    assert redact.remembered == MAX_REMEMBERED_KEYS
+    # The process's own secrets are never pushed out.
+    assert redact.scrub("process-secret-1") == REDACTED

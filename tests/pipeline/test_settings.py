@@ -112,3 +112,13 @@ def test_secrets_do_not_show_in_repr(tmp_path):
         {"METASYNC_HOME": str(tmp_path), "ADMIN_API_KEY": "visible-admin"}
     )
     assert "visible-admin" not in repr(settings)
+
+
+def test_the_connection_string_stays_out_of_the_settings_repr(tmp_path):
+    settings = Settings.from_env(
+        {
+            "METASYNC_HOME": str(tmp_path),
+            "DB_CONNECTION_STRING": "mongodb://u:hunter2-secret@db:27017",
+        }
+    )
+    assert "hunter2-secret" not in repr(settings)

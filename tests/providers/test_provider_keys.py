@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from providers.errors import AuthenticationError, ConfigError
-from providers.keys import key_env_var, resolve_api_key
+from providers.keys import KeyVariablePolicy, key_env_var, resolve_api_key
 
 
 @pytest.mark.parametrize(
@@ -29,9 +29,36 @@ def test_resolve_reads_the_conventional_variable() -> None:
 
 
 def test_api_key_env_overrides_the_convention() -> None:
-    environ = {"GPT_4_KEY": "conventional", "SHARED_OPENAI": "named"}
-    config = {"apiKeyEnv": "SHARED_OPENAI"}
+    environ = {"GPT_4_KEY": "conventional", "SHARED_OPENAI_KEY": "named"}
+    config = {"apiKeyEnv": "SHARED_OPENAI_KEY"}
     assert resolve_api_key("gpt-4", config, environ) == "named"
+
+
+@pytest.mark.parametrize(
+    "variable", ["API_KEY_PEPPER", "DB_CONNECTION_STRING", "HOME"]
+)
+def test_only_key_variables_may_hold_a_model_key(variable: str) -> None:
+    environ = {variable: "a-secret-of-the-service"}
+    with pytest.raises(ConfigError) as caught:
+        resolve_api_key("gpt-4", {"apiKeyEnv": variable}, environ)
+    assert caught.value.field == "apiKeyEnv"
+    assert "_KEY" in str(caught.value)
+    assert "a-secret" not in str(caught.value)
+
+
+def test_an_allow_list_admits_other_names_but_never_reserved_ones() -> None:
+    policy = KeyVariablePolicy(
+        allowed=frozenset({"VENDOR_TOKEN", "ADMIN_API_KEY"}),
+        reserved=frozenset({"ADMIN_API_KEY"}),
+    )
+    environ = {"VENDOR_TOKEN": "vendor", "ADMIN_API_KEY": "admin"}
+    config = {"apiKeyEnv": "VENDOR_TOKEN"}
+    assert resolve_api_key("m", config, environ, policy) == "vendor"
+    with pytest.raises(ConfigError, match="ADMIN_API_KEY"):
+        resolve_api_key("m", {"apiKeyEnv": "ADMIN_API_KEY"}, environ, policy)
+    # The convention cannot reach a reserved name either.
+    with pytest.raises(ConfigError, match="ADMIN_API_KEY"):
+        resolve_api_key("admin-api", {}, environ, policy)
 
 
 def test_auth_none_needs_no_key() -> None:

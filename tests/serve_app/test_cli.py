@@ -155,3 +155,40 @@ def test_version_comes_from_the_package(capsys):
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"metasync {version('metasync')}"
     assert create_app().version == version("metasync")
+
+
+def _ready_banner(environ):
+    from pipeline.settings import Settings
+    from serve_app.cli import _banner_ready
+    from serve_app.launcher import LocalStack, StackOptions
+
+    settings = Settings.from_env(environ)
+    stack = LocalStack(settings, StackOptions(dashboard=False))
+    return settings, _banner_ready(settings, stack, 1.0)
+
+
+def test_up_prints_no_secret_the_operator_supplied(tmp_path):
+    given_admin = "operator-admin-key-" + "a" * 20
+    given_docs = "operator-docs-secret-" + "d" * 20
+    _, banner = _ready_banner(
+        {
+            "METASYNC_HOME": str(tmp_path),
+            "ADMIN_API_KEY": given_admin,
+            "DOCS_SECRET": given_docs,
+        }
+    )
+    assert given_admin not in banner
+    assert given_docs not in banner
+    assert "ADMIN_API_KEY" in banner  # says where the key comes from
+
+
+def test_up_prints_the_secrets_it_generated(tmp_path):
+    environ = {"METASYNC_HOME": str(tmp_path)}
+    settings, banner = _ready_banner(environ)
+    admin = settings.admin_api_key.get_secret_value()
+    docs = settings.docs_secret.get_secret_value()
+    assert admin in banner and docs in banner
+    # Still its own on the next start, read back from the state file.
+    again, banner = _ready_banner(environ)
+    assert again.generated_secrets == ()
+    assert admin in banner and docs in banner

@@ -66,6 +66,7 @@ def test_admin_manages_models(http, admin_headers, client_a):
         "maxConcurrency": 7,
         "rpm": None,
         "tpm": None,
+        "maxOutputTokens": None,
     }
     listed = {
         m["name"]
@@ -164,3 +165,50 @@ def test_models_cannot_be_renamed(http, admin_headers):
         ).status_code
         == 404
     )
+
+
+@pytest.mark.parametrize(
+    "variable", ["API_KEY_PEPPER", "DB_CONNECTION_STRING", "ADMIN_API_KEY"]
+)
+def test_a_model_key_variable_cannot_name_a_service_secret(
+    http, admin_headers, variable
+):
+    config = {**_spec("x")["config"], "auth": "key", "apiKeyEnv": variable}
+    name = unique_model()
+    response = http.post(
+        "/admin/models",
+        json=_spec(name, config=config),
+        headers=admin_headers,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["errors"][0]["field"] == "config.apiKeyEnv"
+    assert variable in error["message"]
+    listed = http.get("/admin/models", headers=admin_headers).json()
+    assert name not in {m["name"] for m in listed["items"]}
+    # A model named so that its conventional variable is a service
+    # secret is refused too.
+    named = http.post(
+        "/admin/models",
+        json=_spec(
+            "admin-api",
+            config={k: v for k, v in config.items() if k != "apiKeyEnv"},
+        ),
+        headers=admin_headers,
+    )
+    assert named.status_code == 400, named.text
+    assert "ADMIN_API_KEY" in named.json()["error"]["message"]
+
+
+def test_a_model_key_variable_ending_in_key_is_accepted(http, admin_headers):
+    config = {
+        **_spec("x")["config"],
+        "auth": "key",
+        "apiKeyEnv": "SHARED_VENDOR_KEY",
+    }
+    response = http.post(
+        "/admin/models",
+        json=_spec(unique_model(), config=config),
+        headers=admin_headers,
+    )
+    assert response.status_code == 201, response.text

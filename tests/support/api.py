@@ -75,6 +75,7 @@ def create_model(
     provider: str = "openai",
     max_concurrency: int = 4,
     pricing: tuple[float, float] = (1.0, 2.0),
+    shared_cache: bool = False,
     **limits: int,
 ) -> dict[str, object]:
     """Add a catalog model served by the fake provider (model id = name)."""
@@ -91,6 +92,7 @@ def create_model(
             "inputPerMillion": pricing[0],
             "outputPerMillion": pricing[1],
         },
+        "sharedCache": shared_cache,
     }
     response = http.post("/admin/models", json=body, headers=admin_headers)
     assert response.status_code == 201, response.text

@@ -13,22 +13,23 @@ class Clock:
 
 def test_concurrency_is_bounded_by_the_share():
     limiter = ModelLimiter(Share(2))
-    assert limiter.try_start(10) and limiter.try_start(10)
+    first = limiter.try_start(10)
+    assert first and limiter.try_start(10)
     assert not limiter.try_start(10)
     assert math.isinf(limiter.start_delay(10))
-    limiter.finish(10, 12)
+    limiter.finish(first, 12)
     assert limiter.try_start(10)
 
 
 def test_share_changes_apply_to_new_calls():
     limiter = ModelLimiter(Share(3))
-    for _ in range(3):
-        assert limiter.try_start(1)
+    running = [limiter.try_start(1) for _ in range(3)]
+    assert all(running)
     limiter.set_share(Share(1))
-    limiter.finish(1, 1)
+    limiter.finish(running[0], 1)
     assert not limiter.try_start(1)  # 2 running, share 1
-    limiter.finish(1, 1)
-    limiter.finish(1, 1)
+    limiter.finish(running[1], 1)
+    limiter.finish(running[2], 1)
     assert limiter.try_start(1)
 
 
@@ -47,10 +48,38 @@ def test_tpm_charges_estimates_and_corrects_them():
     clock = Clock()
     limiter = ModelLimiter(Share(100, tpm=6000), clock=clock)  # 100/s
     clock.now = 1.0
-    assert limiter.try_start(100)
+    call = limiter.try_start(100)
+    assert call
     assert not limiter.try_start(50)
-    limiter.finish(100, 20)  # used far less: 80 come back
+    limiter.finish(call, 20)  # used far less: 80 come back
     assert limiter.try_start(50)
+
+
+def test_a_failed_call_gives_its_whole_reservation_back():
+    clock = Clock()
+    limiter = ModelLimiter(Share(100, tpm=6000), clock=clock)  # 100/s
+    clock.now = 1.0
+    call = limiter.try_start(100)
+    assert call and not limiter.try_start(50)
+    limiter.finish(call, None)  # failed: the provider reported no usage
+    assert limiter.try_start(100)
+
+
+def test_no_reservation_holds_a_model_for_more_than_a_minute():
+    clock = Clock()
+    limiter = ModelLimiter(Share(100, tpm=600), clock=clock)  # 10/s
+    clock.now = 1.0
+    # A call asking for far more than the per-minute budget starts (it
+    # could never fit otherwise) but reserves at most that budget.
+    huge = limiter.try_start(1_000_000)
+    assert huge and huge.tokens == 600
+    assert limiter.start_delay(1) <= 60.0
+    # What it really used is charged when it ends: 30 tokens, where 10
+    # were there, so the next 10 wait 3 seconds.
+    limiter.finish(huge, 30)
+    assert limiter.start_delay(10) == 3.0
+    clock.now += 3.0
+    assert limiter.try_start(10)
 
 
 def test_rate_limit_halves_then_recovers():
