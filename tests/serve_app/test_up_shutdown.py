@@ -1,0 +1,175 @@
+"""Ctrl-C or SIGTERM stops everything `metasync up` started within 10 s.
+
+`up` runs as a user runs it (embedded database, fake provider, a local
+Ray cluster with its dashboard, Serve) in its own session; once it is
+ready, one job runs through it and a chat request is left open (its
+provider call takes minutes), then the signal goes either to the
+process (SIGTERM, as a service manager sends it) or to its whole process
+group (SIGINT, as a terminal sends Ctrl-C: Ray's processes, the
+database and the fake provider receive it too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.serve_app.test_cli import _clean_env
+from tests.support.net import free_port, wait_until
+from tests.support.processes import alive, descendants
+
+STOP_BUDGET_S = 10.0
+
+#: What `up` must have started (command line fragments).
+EXPECTED_CHILDREN = {
+    "database": "secantus",
+    "fake provider": "providers.fake",
+    "GCS": "gcs_server",
+    "raylet": "raylet",
+}
+
+
+FAKE_PROVIDER = "http://127.0.0.1:8799"
+
+
+def _client_headers(url: str, state: Path) -> dict[str, str]:
+    secrets = json.loads((state / "dev-secrets.json").read_text())
+    admin = {"X-Admin-Key": secrets["ADMIN_API_KEY"]}
+    key = httpx2.post(
+        f"{url}/admin/clients", json={"name": "me"}, headers=admin, timeout=30
+    ).json()["apiKey"]
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _run_one_job(url: str, client: dict[str, str]) -> None:
+    job = httpx2.post(
+        f"{url}/jobs",
+        json={"items": [{"model": "demo-openai", "userContent": "hi"}]},
+        headers=client,
+        timeout=30,
+    ).json()
+
+    def processed() -> bool:
+        status = httpx2.get(
+            f"{url}/jobs/{job['id']}", headers=client, timeout=30
+        ).json()["status"]
+        return status == "PROCESSED"
+
+    wait_until(processed, timeout_s=120, interval_s=0.5, what="the job")
+
+
+def _leave_a_chat_request_open(url: str, client: dict[str, str]) -> None:
+    """A chat request whose provider call is still running."""
+    httpx2.post(
+        f"{FAKE_PROVIDER}/_fake/config",
+        json={"models": {"demo-openai": {"latencyMs": 600_000}}},
+        timeout=30,
+    ).raise_for_status()
+
+    def chat() -> None:
+        # Cut off by the stop, by design.
+        with contextlib.suppress(httpx2.HTTPError):
+            httpx2.post(
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": "demo-openai",
+                    "messages": [{"role": "user", "content": "still there?"}],
+                },
+                headers=client,
+                timeout=300,
+            )
+
+    threading.Thread(target=chat, daemon=True).start()
+
+    def provider_call_running() -> bool:
+        stats = httpx2.get(f"{FAKE_PROVIDER}/_fake/stats", timeout=30).json()
+        model = stats["models"].get("demo-openai", {})
+        return bool(model.get("inFlight"))
+
+    wait_until(provider_call_running, timeout_s=60, what="the chat call")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_up_stops_everything_it_started_within_budget(
+    tmp_path: Path, signum: int, to_group: bool
+) -> None:
+    port = free_port()
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serve_app.cli",
+            "up",
+            "--port",
+            str(port),
+            "--dashboard-port",
+            str(free_port()),
+        ],
+        env=_clean_env(METASYNC_HOME=str(state)),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx2.get(f"{url}/ready", timeout=2).status_code == 200
+            except httpx2.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s=240, interval_s=0.5, what="metasync up")
+        started = descendants(process.pid)
+        for part, fragment in EXPECTED_CHILDREN.items():
+            assert any(fragment in command for command in started.values()), (
+                f"no {part} among {sorted(started.values())}"
+            )
+        # The fake provider is this run's own (checked above): slowing it
+        # down touches nothing else.
+        client = _client_headers(url, state)
+        _run_one_job(url, client)
+        _leave_a_chat_request_open(url, client)
+        started = descendants(process.pid)
+        sent = time.monotonic()
+        if to_group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+        process.wait(timeout=120)
+
+        def all_gone() -> bool:
+            return not any(alive(pid, cmd) for pid, cmd in started.items())
+
+        wait_until(all_gone, timeout_s=120, what="every child to exit")
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = process.stdout.read() if process.stdout else ""
+    print(
+        f"metasync up stopped in {took:.1f}s after {signal.strsignal(signum)}"
+    )
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    assert "failed to shut down" not in output
+    assert took <= STOP_BUDGET_S, output
