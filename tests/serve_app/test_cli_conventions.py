@@ -80,14 +80,24 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [("admin", "create-client", "x"), ("up", "--no-dashboard")],
+    ids=["admin", "up"],
+)
+def test_unreachable_database_is_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     port = _closed_port()
     env = _clean_env(
         METASYNC_HOME=str(tmp_path),
-        DB_CONNECTION_STRING=f"mongodb://127.0.0.1:{port}/"
-        "?serverSelectionTimeoutMS=2000",
+        DB_CONNECTION_STRING=f"mongodb://user:secret@127.0.0.1:{port}/",
     )
-    line = _one_line_error(_cli("admin", "create-client", "x", env=env))
+    args = [*command]
+    if command[0] == "up":
+        args += ["--port", str(_closed_port())]
+    line = _one_line_error(_cli(*args, env=env))
+    assert "secret" not in line
     assert "database" in line and f"127.0.0.1:{port}" in line, line
 
 

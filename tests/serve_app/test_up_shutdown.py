@@ -199,10 +199,15 @@ def test_up_stops_everything_it_started_within_budget(
             process.send_signal(signum)
         process.wait(timeout=120)
 
-        def all_gone() -> bool:
-            return not any(alive(pid, cmd) for pid, cmd in started.items())
+        def survivors() -> list[str]:
+            return [cmd for pid, cmd in started.items() if alive(pid, cmd)]
 
-        wait_until(all_gone, timeout_s=120, what="every child to exit")
+        left_at_budget: list[str] = []
+        while survivors():
+            if not left_at_budget and time.monotonic() > sent + STOP_BUDGET_S:
+                left_at_budget = survivors()
+            assert time.monotonic() < sent + 120, survivors()
+            time.sleep(0.05)
         took = time.monotonic() - sent
     finally:
         if process.poll() is None:
@@ -214,4 +219,4 @@ def test_up_stops_everything_it_started_within_budget(
     assert process.returncode == 0, output
     assert "Traceback" not in output
     assert "failed to shut down" not in output
-    assert took <= STOP_BUDGET_S, output
+    assert took <= STOP_BUDGET_S, (left_at_budget, output)
