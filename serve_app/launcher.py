@@ -13,11 +13,13 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.cluster.runtime import init_local_ray
 from pipeline.logging import get_logger
 from pipeline.settings import SECRET_VARIABLES, Settings
 from serve_app.local_services import FakeProviderProcess, LocalDatabase
+from serve_app.ray_metrics import MetricsExport, local_metrics_export
 
 log = get_logger(__name__)
 
@@ -34,6 +36,8 @@ class StackOptions:
     fake_provider: bool = True
     dashboard: bool = True
     dashboard_port: int = 8265
+    #: Where Ray exports Prometheus metrics; ``None``: a free port.
+    metrics_port: int | None = None
     num_cpus: int | None = None
     ready_timeout_s: float = 120.0
 
@@ -47,6 +51,7 @@ class LocalStack:
         self.database = LocalDatabase(settings.state_dir)
         self.fake = FakeProviderProcess(settings.state_dir, FAKE_PROVIDER_PORT)
         self._ray_started = False
+        self.metrics: MetricsExport | None = None
 
     @property
     def url(self) -> str:
@@ -73,6 +78,9 @@ class LocalStack:
 
         from serve_app.deployment import APP_NAME, build_app
 
+        metrics: dict[str, Any] = {}
+        if self.options.metrics_port:
+            metrics["_metrics_export_port"] = self.options.metrics_port
         init_local_ray(
             self.settings.state_dir,
             num_cpus=self.options.num_cpus,
@@ -80,8 +88,10 @@ class LocalStack:
             dashboard_port=self.options.dashboard_port,
             namespace=self.settings.ray_namespace,
             log_to_driver=False,
+            **metrics,
         )
         self._ray_started = True
+        self.metrics = local_metrics_export()
         serve.start(
             http_options={"host": self.options.host, "port": self.options.port}
         )
@@ -99,15 +109,22 @@ class LocalStack:
         raise RuntimeError(f"{self.url}/ready did not answer in time")
 
     def stop(self) -> None:
-        """Stop what :meth:`start` started, in reverse order."""
+        """Stop what :meth:`start` started, in seconds.
+
+        Serve's graceful shutdown is skipped: it waits for the controller,
+        which waits up to 20 s for each replica's open requests (a chat
+        call, a slow client) and gives up after 30 s. The whole local
+        cluster goes with ``ray.shutdown`` anyway, and nothing is lost:
+        jobs are in the database and the leases of unfinished items
+        expire and are taken up at the next start. The helper processes
+        stop while Ray does.
+        """
+        self.fake.terminate()
+        self.database.terminate()
         if self._ray_started:
             import ray
-            from ray import serve
 
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-                self._ray_started = False
+            ray.shutdown()
+            self._ray_started = False
         self.fake.stop()
         self.database.stop()
