@@ -254,6 +254,25 @@ class RunStore:
         if not await safe_operation(update, what="save a run"):
             raise LeaseLost(str(run_id))
 
+    async def release(self, owner: str) -> int:
+        """Free the leases ``owner`` holds (its driver retires).
+
+        The runs stay RUNNING with their saved state: the next driver
+        that scans for orphans takes them at once.
+
+        Returns:
+            How many runs were released.
+        """
+
+        async def free() -> int:
+            result = await self.runs.collection.update_many(
+                {"leaseOwner": owner, "status": {"$in": list(ACTIVE)}},
+                {"$set": {"leaseExpiresAt": None}},
+            )
+            return result.modified_count
+
+        return await safe_operation(free, what="release runs")
+
     async def orphans(self, owner: str) -> list[ObjectId]:
         """Active runs with no live driver, or held under ``owner``.
 
