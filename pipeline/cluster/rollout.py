@@ -20,9 +20,11 @@ project's actors of any other version in the namespace and retires them:
 4. the old actors are killed: workers, then their optimizer and
    limits coordinator.
 
-A worker that does not finish draining within ``LEASE_SECONDS`` (or
-runs code from before this hand-over) is killed anyway: its leased items
-return to PENDING when their leases expire, as for any lost worker.
+A worker that does not finish draining within ``LEASE_SECONDS`` is
+killed anyway, and one that runs code from before this hand-over is
+stopped (running calls finish, outcomes are written) and killed: the
+items it held return to PENDING when their leases expire, as for any
+lost worker.
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ class Rollout:
     ) -> None:
         workers = [a for a in actors if a.name in draining]
         await asyncio.gather(*(self._finish_worker(a) for a in workers))
+        # Workers that cannot drain (older code): at least let them
+        # finish their calls and write what they have.
+        others = [a for a in actors if a.is_worker and a not in workers]
+        await asyncio.gather(*(self._stop_quietly(a) for a in others))
         # The optimizer hands its runs back; the coordinator goes last.
         for actor in actors:
             if not actor.is_worker and actor.role != COORDINATOR:
@@ -192,6 +198,14 @@ class Rollout:
                 items=len(ids),
                 queued=adopted,
             )
+
+    async def _stop_quietly(self, actor: ActorName) -> None:
+        try:
+            await asyncio.wait_for(
+                self._call(actor, "stop"), self._settings.lease_seconds
+            )
+        except Exception as error:
+            log.warning("stop_failed", actor=actor.name, error=repr(error))
 
     async def _drain_quietly(self, actor: ActorName) -> None:
         try:

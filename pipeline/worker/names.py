@@ -16,6 +16,8 @@ OPTIMIZER = "metasync-optimizer"
 WORKER_PREFIX = "metasync-worker-"
 #: Between an actor's role and its code version.
 VERSION_SEPARATOR = "@"
+#: The version of actors named before names carried one.
+UNVERSIONED = "unversioned"
 
 
 def versioned(role: str, version: str) -> str:
@@ -59,9 +61,19 @@ class ActorName:
 
     @classmethod
     def parse(cls, name: str) -> ActorName | None:
-        """The parts of a project actor's name; None for other names."""
+        """The parts of a project actor's name; None for other names.
+
+        A name without a version (given by code from before versions)
+        parses with the version :data:`UNVERSIONED`, so it is retired.
+        """
         role, separator, version = name.rpartition(VERSION_SEPARATOR)
-        if not separator or not role.startswith(PREFIX) or not version:
+        if not separator:
+            role, version = name, UNVERSIONED
+            if role not in (COORDINATOR, OPTIMIZER) and not (
+                role.startswith(WORKER_PREFIX)
+            ):
+                return None
+        if not role.startswith(PREFIX) or not version:
             return None
         return cls(name, role, version)
 

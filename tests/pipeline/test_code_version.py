@@ -9,7 +9,12 @@ from pipeline.code_version import (
     source_hash,
 )
 from pipeline.settings import Settings, SettingsError
-from pipeline.worker.names import ActorName, coordinator_name, worker_name
+from pipeline.worker.names import (
+    UNVERSIONED,
+    ActorName,
+    coordinator_name,
+    worker_name,
+)
 
 
 def _tree(root, text):
@@ -48,4 +53,9 @@ def test_actor_names_carry_and_give_back_their_version():
     assert limits is not None and not limits.is_worker
     assert limits.worker_slot() is None
     assert ActorName.parse("SERVE_CONTROLLER_ACTOR") is None
-    assert ActorName.parse("metasync-limits") is None
+    # Names from before versions are retired like an old version.
+    legacy = ActorName.parse("metasync-worker-openai-1")
+    assert legacy is not None and legacy.version == UNVERSIONED
+    assert legacy.worker_slot() == ("openai", 1)
+    assert ActorName.parse("metasync-limits") is not None
+    assert ActorName.parse("metasync-something") is None
