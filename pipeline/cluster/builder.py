@@ -131,6 +131,10 @@ class WorkerActor:
         await self._coordinator.release.remote(self._worker.holder)
         return [str(i) for i in ids]
 
+    async def take_over(self, names: list[str]) -> None:
+        """See :meth:`ProviderWorker.take_over`."""
+        self._worker.take_over(names)
+
     async def adopt(self, ids: list[str]) -> int:
         """Queue items a retired worker handed over."""
         return await self._worker.adopt([ObjectId(i) for i in ids])

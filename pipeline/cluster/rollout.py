@@ -18,13 +18,15 @@ project's actors of any other version in the namespace and retires them:
    queues them (``adopt``): nobody else would, as it may have read
    their window already;
 4. the old actors are killed: workers, then their optimizer and
-   limits coordinator.
+   limits coordinator; the new worker of each old worker's provider
+   then takes back whatever the dead one still held (``take_over``:
+   nothing after a clean drain).
 
 A worker that does not finish draining within ``LEASE_SECONDS`` is
 killed anyway, and one that runs code from before this hand-over is
 stopped (running calls finish, outcomes are written) and killed: the
-items it held return to PENDING when their leases expire, as for any
-lost worker.
+items it still held and its unsettled counter updates are taken back
+by its successor at its next poll.
 """
 
 from __future__ import annotations
@@ -170,6 +172,9 @@ class Rollout:
                 await self._drain_quietly(actor)
         for actor in actors:
             self._kill(actor)
+        await asyncio.gather(
+            *(self._take_over(a) for a in actors if a.is_worker)
+        )
 
     async def _finish_worker(self, actor: ActorName) -> None:
         try:
@@ -179,12 +184,8 @@ class Rollout:
         except Exception as error:
             log.warning("drain_failed", actor=actor.name, error=repr(error))
             return
-        slot = actor.worker_slot()
-        if ids and slot is not None:
-            provider, replica = slot
-            successor = self._handles.handle(
-                provider, replica % self._settings.worker_replicas
-            )
+        successor = self._successor(actor)
+        if ids and successor is not None:
             try:
                 adopted = await successor.adopt.remote(ids)
             except Exception as error:
@@ -197,6 +198,26 @@ class Rollout:
                 actor=actor.name,
                 items=len(ids),
                 queued=adopted,
+            )
+
+    def _successor(self, actor: ActorName) -> Any:
+        """The new worker of a retired worker's provider (or None)."""
+        slot = actor.worker_slot()
+        if slot is None:
+            return None
+        provider, replica = slot
+        return self._handles.handle(
+            provider, replica % self._settings.worker_replicas
+        )
+
+    async def _take_over(self, actor: ActorName) -> None:
+        try:
+            successor = self._successor(actor)
+            if successor is not None:
+                await successor.take_over.remote([actor.name])
+        except Exception as error:
+            log.warning(
+                "take_over_failed", actor=actor.name, error=repr(error)
             )
 
     async def _stop_quietly(self, actor: ActorName) -> None:

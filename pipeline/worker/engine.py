@@ -134,6 +134,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
         # Set by begin_drain (a deploy of other code retires this one).
         self._draining = False
         self._handed_over: list[ObjectId] = []
+        #: Names of dead workers whose leases and journal entries this
+        #: one takes back as its own earlier life's (see take_over).
+        self.taken_over: set[str] = set()
         self._round_trips = RoundTripCounter()
         self._loop_lag_ms = 0.0
         self._items: ItemStore
@@ -271,6 +274,16 @@ class ProviderWorker(ChatMixin, PollingMixin):
             handed_over=len(self._handed_over),
         )
         return list(self._handed_over)
+
+    def take_over(self, names: list[str]) -> None:
+        """Take back, at the next poll, what these dead workers held.
+
+        Their leases (without waiting for them to expire) and their
+        unsettled journal entries, as an earlier life's. Only for
+        workers known to be dead: a retired worker that was killed
+        without draining, of another code version (another name).
+        """
+        self.taken_over.update(names)
 
     async def adopt(self, ids: list[ObjectId]) -> int:
         """Queue items a retired worker made PENDING (see :meth:`drained`).

@@ -12,6 +12,9 @@ import pytest
 from pipeline.states import Status
 from pipeline.store.deployed_version import DeployedVersion
 from pipeline.worker.coordinator import LimitsCoordinator
+from pipeline.worker.item_store import ItemStore, Outcome
+from pipeline.worker.names import worker_name
+from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
     job_items,
     local_sync,
@@ -93,3 +96,36 @@ async def test_a_worker_of_a_superseded_version_claims_nothing(
     done = await wait_done(store, job["_id"])
     await current.stop()
     assert done["counts"]["PROCESSED"] == 5
+
+
+async def test_a_worker_killed_before_draining_is_taken_over_at_once(
+    env, fake_thread
+):
+    store, _, settings = env
+    job = await submit(store, settings, fake_thread, 4)
+    items = await job_items(store, job["_id"])
+    # A worker of version a held every item under a long lease and died
+    # in the middle of a write: its journal entry recorded, no item
+    # written.
+    old_name = worker_name("openai", 0, "a")
+    dead = ItemStore(store, f"{old_name}/x")
+    claimed = await dead.claim(items, f"{old_name}/x/1", 3600)
+    dead.items = flaky = FlakyCollection(dead.items)
+    gate = flaky.gate_next("bulk_write")
+    outcomes = [
+        Outcome(item=i, status=Status.PROCESSED, result={"text": "x"})
+        for i in claimed
+    ]
+    write = asyncio.create_task(dead.finish(outcomes, "b-dead"))
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    write.cancel()
+    await asyncio.gather(write, return_exceptions=True)
+
+    new = make_worker(settings.with_overrides(code_version="b"), store)
+    new.take_over([old_name])
+    await new.start()
+    done = await wait_done(store, job["_id"], timeout_s=30)
+    await new.stop()
+    assert done["counts"] == {"PROCESSED": 4, "FAILED": 0, "CANCELED": 0}
+    assert done["journal"] == []
+    assert fake_thread.stats("m1")["requests"] == 4
