@@ -265,8 +265,16 @@ class RunStore:
         """
 
         async def free() -> int:
+            # Active runs are few: found by status (its index), theirs
+            # picked here, freed by _id and still guarded by the owner.
+            active = await self.runs.collection.find(
+                {"status": {"$in": list(ACTIVE)}}, {"leaseOwner": 1}
+            ).to_list()
+            ids = [d["_id"] for d in active if d.get("leaseOwner") == owner]
+            if not ids:
+                return 0
             result = await self.runs.collection.update_many(
-                {"leaseOwner": owner, "status": {"$in": list(ACTIVE)}},
+                {"_id": {"$in": ids}, "leaseOwner": owner},
                 {"$set": {"leaseExpiresAt": None}},
             )
             return result.modified_count
