@@ -25,6 +25,8 @@ log = get_logger(__name__)
 
 #: The port the demo models in configs/models.yaml point at.
 FAKE_PROVIDER_PORT = 8799
+#: CPUs each worker actor declares on a local run (see ``start``).
+LOCAL_WORKER_NUM_CPUS = 0.1
 
 
 @dataclass
@@ -72,6 +74,10 @@ class LocalStack:
         for name in SECRET_VARIABLES:
             env[name] = getattr(self.settings, name.lower()).get_secret_value()
         env.setdefault("METASYNC_HOME", self.settings.state_dir)
+        # One machine: nothing to spread over, and the service must fit
+        # a small one (5 providers' workers at 0.1 CPU, the coordinator
+        # and optimizer at 0.05: 0.6 CPU).
+        env.setdefault("WORKER_NUM_CPUS", str(LOCAL_WORKER_NUM_CPUS))
         if self.options.fake_provider:
             self.fake.start()
         from ray import serve
