@@ -89,7 +89,8 @@ def journal_moves(changes: Iterable[Change]) -> dict[ObjectId, list[Move]]:
                     change.source.value,
                     change.target.value,
                     *change.usage,
-                    change.item.get("estCost", 0.0),
+                    # None: stored before submissions reserved anything.
+                    change.item.get("estCost"),
                 ]
             )
     return dict(by_job)
@@ -109,15 +110,17 @@ def moves_usage(moves: Iterable[Move]) -> UsageDelta:
 
     Reaching a final status releases an item's pending place and its
     reserved estimate and adds its cost; leaving one (a requeue) takes
-    them back.
+    them back. An item without an estimate was stored before submissions
+    reserved anything: it has no place to give back.
     """
     delta = UsageDelta()
     for move in moves:
         source, target, cost = Status(move[1]), Status(move[2]), move[5]
-        estimate = move[6] if len(move) > 6 else 0.0
-        sign = (target in FINAL_COUNTED) - (source in FINAL_COUNTED)
-        delta.pending_items -= sign
-        delta.reserved_cost -= sign * estimate
+        estimate = move[6] if len(move) > 6 else None
+        if estimate is not None:
+            sign = (target in FINAL_COUNTED) - (source in FINAL_COUNTED)
+            delta.pending_items -= sign
+            delta.reserved_cost -= sign * estimate
         delta.spent_cost += cost
     return delta
 

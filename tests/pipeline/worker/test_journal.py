@@ -48,8 +48,8 @@ def test_moves_are_grouped_by_job_and_skip_uncounted_changes():
     )
     moves = journal_moves([done, retry, other])
     assert moves == {
-        a: [[done.item["_id"], "PROCESSING", "PROCESSED", 1, 2, 0.5, 0.0]],
-        b: [[other.item["_id"], "PROCESSING", "FAILED", 1, 2, 0.5, 0.0]],
+        a: [[done.item["_id"], "PROCESSING", "PROCESSED", 1, 2, 0.5, None]],
+        b: [[other.item["_id"], "PROCESSING", "FAILED", 1, 2, 0.5, None]],
     }
     assert not retry.counted
 
@@ -75,6 +75,19 @@ def test_client_usage_follows_moves_into_and_out_of_final_statuses():
     assert usage.pending_items == -1
     assert usage.reserved_cost == pytest.approx(-0.25 - 0.5 + 0.125)
     assert usage.spent_cost == pytest.approx(3 * 0.5)
+
+
+def test_items_stored_before_reservations_release_nothing():
+    # Items of jobs submitted before quotas were counters carry no
+    # estimate: they never reserved a place, so finishing them must not
+    # give one back (their client's pending count would go negative).
+    job = ObjectId()
+    done, failed = _change(job), _change(job, target=S.FAILED)
+    moves = journal_moves([done, failed])[job]
+    usage = moves_usage(moves)
+    assert usage.pending_items == 0
+    assert usage.reserved_cost == 0
+    assert usage.spent_cost == pytest.approx(2 * 0.5)
 
 
 # -- against a database --------------------------------------------------
