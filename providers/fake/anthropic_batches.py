@@ -23,13 +23,18 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from .anthropic_wire import AnthropicWire
-from .batch_engine import BatchLine, BatchStore, FakeBatch, LineResult
+from .batch_engine import (
+    BatchLine,
+    BatchStore,
+    FakeBatch,
+    LineResult,
+    iso_stamp,
+)
 from .config import FakeConfig
 from .wire import WireError
 
@@ -43,14 +48,6 @@ _RESULT_TYPES = {
     "expired": "expired",
     "cancelled": "canceled",
 }
-
-
-def _stamp(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-    )
 
 
 class AnthropicBatchRoutes:
@@ -209,10 +206,10 @@ class AnthropicBatchRoutes:
             "type": "message_batch",
             "processing_status": "ended" if ended_at else "in_progress",
             "request_counts": counts,
-            "created_at": _stamp(batch.created),
-            "expires_at": _stamp(batch.created + 24 * 3600),
-            "ended_at": _stamp(ended_at),
-            "cancel_initiated_at": _stamp(batch.cancelled_at),
+            "created_at": iso_stamp(batch.created),
+            "expires_at": iso_stamp(batch.created + 24 * 3600),
+            "ended_at": iso_stamp(ended_at),
+            "cancel_initiated_at": iso_stamp(batch.cancelled_at),
             "archived_at": None,
             "results_url": results_url,
         }

@@ -19,6 +19,7 @@ import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .batch_behaviour import BatchBehaviour, unit_hash
@@ -252,6 +253,15 @@ class StoredFile:
     filename: str
     data: bytes
     created: float = field(default_factory=time.time)
+
+
+def iso_stamp(epoch: float | None) -> str | None:
+    """An epoch time as the vendors write it (ISO 8601, ``Z``)."""
+    if epoch is None:
+        return None
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+    )
 
 
 class BatchStore:

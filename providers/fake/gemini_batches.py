@@ -33,12 +33,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from .batch_engine import BatchLine, BatchStore, FakeBatch, LineResult
+from .batch_engine import (
+    BatchLine,
+    BatchStore,
+    FakeBatch,
+    LineResult,
+    iso_stamp,
+)
 from .config import FakeConfig
 from .gemini_wire import GeminiWire, gemini_call
 from .wire import WireError
@@ -55,14 +60,6 @@ _STATES = {
 }
 # google.rpc.Code of a line's error, by the HTTP status it stands for.
 _RPC_CODES = {400: 3, 429: 8, 500: 13, 503: 14}
-
-
-def _stamp(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-    )
 
 
 class GeminiBatchRoutes:
@@ -236,8 +233,8 @@ class GeminiBatchRoutes:
             "model": f"models/{batch.model}",
             "displayName": batch.extra["displayName"],
             "state": state,
-            "createTime": _stamp(batch.created),
-            "updateTime": _stamp(now),
+            "createTime": iso_stamp(batch.created),
+            "updateTime": iso_stamp(now),
             "batchStats": {
                 "requestCount": str(len(batch.lines)),
                 "successfulRequestCount": str(succeeded),
@@ -247,7 +244,7 @@ class GeminiBatchRoutes:
         }
         operation: dict[str, Any] = {"name": name, "metadata": metadata}
         if outcome is not None:
-            metadata["endTime"] = _stamp(batch.ended_at(now))
+            metadata["endTime"] = iso_stamp(batch.ended_at(now))
             operation["done"] = True
         if outcome == "completed" and batch.extra["fileSource"]:
             output: dict[str, Any] = {
