@@ -52,6 +52,7 @@ from pipeline.worker.backlog import (
     window_range,
 )
 from pipeline.worker.base import SyncLimits
+from pipeline.worker.batch_lane import BatchLane, batch_lane
 from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 from pipeline.worker.limits import ModelLimiter, Reservation
@@ -131,6 +132,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._start_lock = asyncio.Lock()
         self._round_trips = RoundTripCounter()
         self._loop_lag_ms = 0.0
+        self.batch_lane: BatchLane | None = None
         self._items: ItemStore
         self._writer: ResultWriter
         self._provider: LLMProvider
@@ -162,6 +164,20 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._catalog = ModelCatalog(store)
             self._provider = get_provider(self.provider_name)
             self._writer = ResultWriter(self._items, self._written)
+            # Items of batch jobs go to provider batches, not live calls.
+            self.batch_lane = batch_lane(
+                self.provider_name,
+                self.name,
+                self.holder,
+                store,
+                self.settings,
+                lambda: self.models,
+                self._is_canceled,
+                policy=self._retry,
+                rng=self._rng,
+            )
+            if self.batch_lane is not None:
+                self.backlog.divert = self.batch_lane.take
             await self._refresh_models()
             await self._sync_once()
             await self._poll_once()
@@ -173,6 +189,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 asyncio.create_task(self._writer.run(), name="writer"),
                 asyncio.create_task(self._watch_loop_lag(), name="lag"),
             ]
+            if self.batch_lane is not None:
+                self._loops.append(
+                    asyncio.create_task(self.batch_lane.run(), name="batches")
+                )
             self._started = True
             tune_gc()
             log.info(
@@ -191,6 +211,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         await cancel_all(self._loops)
         await self._writer.flush()
         await self._provider.aclose()
+        if self.batch_lane is not None:
+            await self.batch_lane.aclose()
         self._started = False
 
     # -- notifications -------------------------------------------------
@@ -236,6 +258,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             "waiting": {m: len(q) for m, q in self.waiting.items()},
             "unwritten": self._writer.pending if self._started else 0,
             "loopLagMs": round(self._loop_lag_ms, 1),
+            "batches": self.batch_lane.stats() if self.batch_lane else None,
             "metrics": self.metrics.snapshot(),
         }
 

@@ -112,7 +112,7 @@ class ProviderBatchRecord:
         job_ids: The jobs its items belong to.
         cancel_requested: Whether the vendor was asked to cancel it (its
             jobs were all canceled).
-        owner: The worker lane polling it, and until when.
+        owner: The name of the worker that wrote it and alone moves it.
     """
 
     id: ObjectId
@@ -127,7 +127,6 @@ class ProviderBatchRecord:
     job_ids: list[ObjectId] = field(default_factory=list)
     cancel_requested: bool = False
     owner: str | None = None
-    owner_expires_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,7 +149,6 @@ class ProviderBatchRecord:
             "jobIds": list(self.job_ids),
             "cancelRequested": self.cancel_requested,
             "owner": self.owner,
-            "ownerExpiresAt": self.owner_expires_at,
         }
 
     @classmethod
@@ -177,7 +175,6 @@ class ProviderBatchRecord:
             job_ids=list(doc.get("jobIds") or ()),
             cancel_requested=bool(doc.get("cancelRequested")),
             owner=doc.get("owner"),
-            owner_expires_at=doc.get("ownerExpiresAt"),
         )
 
 

@@ -67,7 +67,7 @@ def test_a_batch_job_stores_its_mode_deadline_and_live_only_providers():
     assert (summary.mode, summary.deadline) == ("auto", job["deadline"])
     assert JobSummary.from_doc(summary.to_doc()) == summary
     item = new_item(
-        job["_id"], job["clientId"], job["itemBase"], 0, {}, 3, {}, "auto"
+        job["_id"], job["clientId"], job["itemBase"], 0, {}, 3, {}, mode="auto"
     )
     assert item["mode"] == "auto"
 
