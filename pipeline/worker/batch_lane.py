@@ -110,8 +110,15 @@ class BatchLane:
             for name, m in served.items()
         }
         for name in list(self.collected):
-            if name in served:
+            if name not in served:
+                continue
+            try:
                 await self._submit(name)
+            except Exception as error:
+                # Its items stay collected for the next round.
+                log.warning(
+                    "batch_submit_failed", model=name, error=str(error)
+                )
         for outcome in await self.submitter.advance():
             self._again(outcome)
 

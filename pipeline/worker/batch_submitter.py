@@ -161,10 +161,21 @@ class BatchSubmitter:
             model = self.models.get(record.model)
             if model is None:
                 continue
-            if record.state == "claimed":
-                await self._resume(record, model)
-            else:
-                again += await self._check(record, model)
+            # One batch failing (the vendor or the database briefly
+            # gone) must not hold the others back: it is tried again in
+            # the next round.
+            try:
+                if record.state == "claimed":
+                    await self._resume(record, model)
+                else:
+                    again += await self._check(record, model)
+            except Exception as error:
+                log.warning(
+                    "provider_batch_step_failed",
+                    record=str(record.id),
+                    model=record.model,
+                    error=str(error),
+                )
         return again
 
     async def _send(
