@@ -35,7 +35,11 @@ def _batch_model(http, admin_headers, fake, provider, batch):
 
 def _items(model, n, prefix="b"):
     return [
-        {"model": model, "userContent": f"{prefix} {i}", "customId": str(i)}
+        {
+            "model": model,
+            "userContent": f"{prefix} {i}",
+            "customId": f"{prefix}{i}",
+        }
         for i in range(n)
     ]
 
