@@ -222,10 +222,11 @@ class MetasyncPeer:
         """One ``openai`` worker's own counters (``pid`` among them)."""
         import ray
 
+        from pipeline.code_version import code_version
         from pipeline.worker.names import worker_name
 
         handle = ray.get_actor(
-            worker_name("openai", replica),
+            worker_name("openai", replica, code_version(self.settings)),
             namespace=self.settings.ray_namespace,
         )
         return cast(dict[str, Any], ray.get(handle.stats.remote()))

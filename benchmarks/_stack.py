@@ -129,6 +129,8 @@ class LocalStack:
                 "DOCS_SECRET": "bench-docs-" + uuid.uuid4().hex,
                 "RAY_NAMESPACE": self.namespace,
                 "WORKER_REPLICAS": "1",
+                # One machine, 2 CPUs for Ray: as `metasync up` does.
+                "WORKER_NUM_CPUS": "0.1",
                 "LOG_LEVEL": "WARNING",
             }
         )

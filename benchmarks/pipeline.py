@@ -127,12 +127,16 @@ class Bench:
     def worker_stats(self) -> list[dict[str, object]]:
         import ray
 
+        from pipeline.code_version import installed_code_version
         from pipeline.worker.names import worker_name
 
         stats = []
         for replica in range(self.args.replicas):
             handle = ray.get_actor(
-                worker_name(self.args.provider, replica), namespace="metasync"
+                worker_name(
+                    self.args.provider, replica, installed_code_version()
+                ),
+                namespace="metasync",
             )
             stats.append(ray.get(handle.stats.remote()))
         return stats

@@ -5,7 +5,11 @@ API stores a run and tells this actor to start it. The actor also scans
 for active runs that no live driver holds (created while it was down,
 or whose driver died) and resumes them from their saved state. Ray
 restarts the actor if its process dies; its next incarnation drives
-under the same name and so takes its runs back at once.
+under the same name and so takes its runs back at once. Its name
+carries the code version: a deploy of other code retires it
+(:mod:`pipeline.cluster.rollout`), and it hands its runs over by
+freeing their leases (every step of a run is saved, every answer
+stored), so the new version's optimizer adopts them at its next scan.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from bson import ObjectId
 
 from optimizer.runner import RunDriver
 from pipeline.cluster.handles import WorkerHandles
+from pipeline.code_version import code_version
 from pipeline.logging import configure_logging, get_logger
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
+from pipeline.worker.names import optimizer_name
 
 log = get_logger(__name__)
 
-ACTOR_NAME = "metasync-optimizer"
 #: Seconds between scans for runs without a live driver.
 SCAN_INTERVAL_S = 5.0
+#: CPUs the optimizer declares: it orchestrates; the evaluations run in
+#: Ray tasks (``num_cpus=0``) and the model calls in the workers.
+OPTIMIZER_NUM_CPUS = 0.05
 
 
 class RunsDriver:
@@ -40,6 +48,7 @@ class RunsDriver:
     def __init__(self, driver: RunDriver, orphans: Any) -> None:
         self._driver = driver
         self._orphans = orphans
+        self._retired = False
         self._running: dict[ObjectId, asyncio.Task[Any]] = {}
         self._scanner: asyncio.Task[None] | None = None
 
@@ -49,6 +58,8 @@ class RunsDriver:
         Returns:
             Whether a new driver task was started.
         """
+        if self._retired:
+            return False
         self._ensure_scanner()
         task = self._running.get(run_id)
         if task is not None and not task.done():
@@ -64,7 +75,22 @@ class RunsDriver:
         """Begin the periodic scan for orphaned runs (idempotent)."""
         self._ensure_scanner()
 
+    async def retire(self) -> int:
+        """Stop scanning and driving; free the runs' leases.
+
+        Returns:
+            How many runs were handed back.
+        """
+        self._retired = True
+        tasks = [t for t in [self._scanner, *self._running.values()] if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return await self._driver.release()
+
     def _ensure_scanner(self) -> None:
+        if self._retired:
+            return
         if self._scanner is None or self._scanner.done():
             self._scanner = asyncio.create_task(self._scan())
 
@@ -82,8 +108,10 @@ class RunsDriver:
 class OptimizerActor:
     """The Ray actor around :class:`RunsDriver` (settings from its env)."""
 
-    def __init__(self) -> None:
-        settings = Settings.from_env(generate_dev_secrets=False)
+    def __init__(self, version: str) -> None:
+        settings = Settings.from_env(
+            generate_dev_secrets=False
+        ).with_overrides(code_version=version)
         configure_logging(settings.log_level)
         assert settings.db_connection_string, "DB_CONNECTION_STRING unset"
         store = Store(
@@ -93,9 +121,10 @@ class OptimizerActor:
             settings.db_name,
         )
         handles = WorkerHandles(settings)
-        # One optimizer actor lives in a cluster at a time: a restarted
-        # one drives under the same name and takes its runs back at once.
-        driver = RunDriver(store, ACTOR_NAME, handles.complete)
+        # One optimizer actor per code version: a restarted one drives
+        # under the same name and takes its runs back at once.
+        name = optimizer_name(code_version(settings))
+        driver = RunDriver(store, name, handles.complete)
         self._runs = RunsDriver(driver, driver.orphans)
 
     async def start(self, run_id: str) -> bool:
@@ -107,18 +136,39 @@ class OptimizerActor:
         self._runs.start_scanning()
         return {"running": self._runs.running()}
 
+    async def drained(self) -> int:
+        """Retire: hand the runs back (see :meth:`RunsDriver.retire`)."""
+        return await self._runs.retire()
+
 
 _RemoteOptimizer = ray.remote(OptimizerActor)
 
 
 def optimizer_handle(settings: Settings) -> Any:
-    """The optimizer actor, created if it does not exist."""
+    """This code version's optimizer actor, created if it does not exist."""
+    version = code_version(settings)
     return _RemoteOptimizer.options(
-        name=ACTOR_NAME,
+        name=optimizer_name(version),
         namespace=settings.ray_namespace,
         lifetime="detached",
         get_if_exists=True,
         max_restarts=-1,
-        num_cpus=0,
+        num_cpus=OPTIMIZER_NUM_CPUS,
         max_concurrency=1000,
-    ).remote()
+    ).remote(version)
+
+
+def optimizer_of(settings: Settings, version: str) -> Any:
+    """The optimizer actor of ``version``.
+
+    This code version's is created if need be; a newer deploy's is
+    looked up, never created with this (older) code.
+
+    Raises:
+        ValueError: A newer version's optimizer does not exist (yet).
+    """
+    if version == code_version(settings):
+        return optimizer_handle(settings)
+    return ray.get_actor(
+        optimizer_name(version), namespace=settings.ray_namespace
+    )

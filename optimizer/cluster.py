@@ -30,6 +30,7 @@ from pipeline.catalog import Pricing
 from pipeline.cluster.handles import WorkerHandles
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
+from pipeline.store.deployed_version import DeployedVersion
 from providers.base import Completion, CompletionRequest
 
 #: Examples one task evaluates (more make several tasks).
@@ -66,6 +67,8 @@ async def _evaluate_chunk(
         settings.db_name,
     )
     handles = WorkerHandles(settings)
+    # The deployed workers, even where this node's code differs.
+    await handles.follow_deployed(DeployedVersion(store))
 
     async def complete(model: str, request: CompletionRequest) -> Completion:
         return await handles.complete(models.providers[model], model, request)

@@ -44,6 +44,7 @@ from pipeline.connect import join_ray, local_settings
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
+from pipeline.store.deployed_version import DeployedVersion
 
 #: Seconds between progress reports.
 PROGRESS_INTERVAL_S = 1.0
@@ -101,6 +102,7 @@ async def drive_run(
         else:
             run_id = (await runs.get_run(owner, resume))["_id"]
         handles = WorkerHandles(settings)
+        await handles.follow_deployed(DeployedVersion(store))
         driver = RunDriver(
             store,
             f"driver:{os.getpid()}:{uuid.uuid4().hex[:8]}",

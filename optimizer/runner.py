@@ -148,6 +148,10 @@ class RunDriver:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
+    async def release(self) -> int:
+        """Free the leases of the runs this driver holds (it retires)."""
+        return await self._runs.release(self._owner)
+
     async def orphans(self) -> list[ObjectId]:
         """Active runs that no live driver holds, or held in our name."""
         return await self._runs.orphans(self._owner)

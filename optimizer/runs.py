@@ -254,6 +254,33 @@ class RunStore:
         if not await safe_operation(update, what="save a run"):
             raise LeaseLost(str(run_id))
 
+    async def release(self, owner: str) -> int:
+        """Free the leases ``owner`` holds (its driver retires).
+
+        The runs stay RUNNING with their saved state: the next driver
+        that scans for orphans takes them at once.
+
+        Returns:
+            How many runs were released.
+        """
+
+        async def free() -> int:
+            # Active runs are few: found by status (its index), theirs
+            # picked here, freed by _id and still guarded by the owner.
+            active = await self.runs.collection.find(
+                {"status": {"$in": list(ACTIVE)}}, {"leaseOwner": 1}
+            ).to_list()
+            ids = [d["_id"] for d in active if d.get("leaseOwner") == owner]
+            if not ids:
+                return 0
+            result = await self.runs.collection.update_many(
+                {"_id": {"$in": ids}, "leaseOwner": owner},
+                {"$set": {"leaseExpiresAt": None}},
+            )
+            return result.modified_count
+
+        return await safe_operation(free, what="release runs")
+
     async def orphans(self, owner: str) -> list[ObjectId]:
         """Active runs with no live driver, or held under ``owner``.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -24,6 +25,19 @@ Environment = Literal["development", "production", "test"]
 SECRET_VARIABLES = ("ADMIN_API_KEY", "API_KEY_PEPPER", "DOCS_SECRET")
 
 _UNSET = SecretStr("")
+
+#: Fields whose variable is not their name in upper case (or no variable).
+_NAMED_APART = (
+    "environment",
+    "state_dir",
+    "code_version",
+    "generated_secrets",
+    "dev_file_secrets",
+)
+
+#: What a code version may hold: it becomes part of Ray actor names and
+#: of lease tokens, which use ``/`` and ``@`` as separators.
+CODE_VERSION_PATTERN = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 
 #: The checkout (or install) root: configs/ lives here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +101,12 @@ class Settings:
     worker_replicas: int = 1
     #: Ray namespace holding the named worker and limiter actors.
     ray_namespace: str = "metasync"
+    #: CPUs a worker actor declares to Ray's scheduler (a busy worker's
+    #: event loop keeps ~0.6 of a core busy; see the README).
+    worker_num_cpus: float = 0.5
+    #: The code version in the actor names; empty: derived from the
+    #: installed code (see :mod:`pipeline.code_version`).
+    code_version: str = ""  # METASYNC_CODE_VERSION
     #: Path of the model catalog seed (the repository's by default).
     models_file: str = str(PROJECT_ROOT / "configs" / "models.yaml")
     log_level: str = "INFO"
@@ -159,15 +179,11 @@ class Settings:
         values: dict[str, Any] = {
             "environment": environment,
             "state_dir": env.get("METASYNC_HOME", DEFAULT_STATE_DIR),
+            "code_version": env.get("METASYNC_CODE_VERSION", "").strip(),
         }
         for f in fields(cls):
             name = f.name.upper()
-            if f.name in (
-                "environment",
-                "state_dir",
-                "generated_secrets",
-                "dev_file_secrets",
-            ):
+            if f.name in _NAMED_APART:
                 continue
             raw = env.get(name)
             if raw is None or raw.strip() == "":
@@ -218,6 +234,18 @@ class Settings:
         for name, value in positive.items():
             if value <= 0:
                 raise SettingsError(name, f"must be positive, not {value}")
+        if self.worker_num_cpus < 0:
+            raise SettingsError(
+                "WORKER_NUM_CPUS",
+                f"must be 0 or more, not {self.worker_num_cpus}",
+            )
+        if self.code_version and not CODE_VERSION_PATTERN.fullmatch(
+            self.code_version
+        ):
+            raise SettingsError(
+                "METASYNC_CODE_VERSION",
+                "must be 1-64 letters, digits, '.', '_', '+' or '-'",
+            )
         if self.max_items_per_batch > 1000:
             raise SettingsError("MAX_ITEMS_PER_BATCH", "must be at most 1000")
         if self.max_items_per_job > ITEM_ID_CAPACITY:

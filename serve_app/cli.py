@@ -26,6 +26,13 @@ from pipeline.store import Store, create_mongo_client
 from serve_app import batch_cli, optimize_cli
 from serve_app.launcher import LocalStack, StackOptions
 from serve_app.local_services import LocalDatabase
+from serve_app.preflight import (
+    PreflightError,
+    check_database,
+    check_models_file,
+    check_port_free,
+    one_line,
+)
 from serve_app.version import product_version
 
 
@@ -42,26 +49,66 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run the service locally")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8001)
+    up.add_argument(
+        "--host", default="127.0.0.1", help="the API's bind address"
+    )
+    up.add_argument(
+        "--port", type=int, default=8001, help="the API's port (8001)"
+    )
     up.add_argument(
         "--no-fake-provider",
         action="store_true",
         help="do not start the fake provider the demo models use",
     )
-    up.add_argument("--no-dashboard", action="store_true")
-    up.add_argument("--dashboard-port", type=int, default=8265)
-    up.add_argument("--num-cpus", type=int, default=None)
+    up.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not serve the Ray dashboard",
+    )
+    up.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8265,
+        help="the Ray dashboard's port (8265)",
+    )
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="the port Ray exports Prometheus metrics on (default: a "
+        "free port, printed at start)",
+    )
+    up.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs Ray may use (default: all of this machine's)",
+    )
 
     admin = commands.add_parser("admin", help="administration")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     create = admin_commands.add_parser(
         "create-client", help="register a client and print its key"
     )
-    create.add_argument("name")
-    create.add_argument("--requests-per-minute", type=int, default=None)
-    create.add_argument("--max-pending-items", type=int, default=None)
-    create.add_argument("--budget", type=float, default=None)
+    create.add_argument("name", help="the client's name")
+    create.add_argument(
+        "--requests-per-minute",
+        type=int,
+        default=None,
+        help="API requests a minute (default: unlimited)",
+    )
+    create.add_argument(
+        "--max-pending-items",
+        type=int,
+        default=None,
+        help="items waiting or running at once (default: unlimited)",
+    )
+    create.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="spending limit in USD (default: none)",
+    )
 
     optimize_cli.add_parser(commands)
     batch_cli.add_parser(commands)
@@ -91,21 +138,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as error:
-        print(f"metasync: configuration error: {error}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {error}", 2)
     quiet = (
         args.command in ("optimize", "batch") and "LOG_LEVEL" not in os.environ
     )
     # The progress bar is these commands' output; logs that say nothing
     # wrong would only break it up.
     configure_logging("WARNING" if quiet else settings.log_level)
-    if args.command == "up":
-        return _up(settings, args)
-    if args.command == "optimize":
-        return optimize_cli.run(args)
-    if args.command == "batch":
-        return batch_cli.run(args)
-    return _create_client(settings, args)
+    try:
+        if args.command == "up":
+            _check_up(settings, args)
+            return _up(settings, args)
+        if args.command == "optimize":
+            return optimize_cli.run(args)
+        if args.command == "batch":
+            return batch_cli.run(args)
+        if settings.db_connection_string:
+            check_database(settings.db_connection_string)
+        return _create_client(settings, args)
+    except PreflightError as error:
+        return _fail(str(error), 2)
+    except RuntimeError as error:
+        return _fail(one_line(error), 1)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"metasync: {one_line(message)}", file=sys.stderr)
+    return status
+
+
+def _check_up(settings: Settings, args: argparse.Namespace) -> None:
+    """What `up` needs, checked before it starts anything."""
+    check_models_file(settings.models_file)
+    check_port_free(args.host, args.port, "API")
+    if not args.no_dashboard and args.dashboard_port:
+        check_port_free("127.0.0.1", args.dashboard_port, "Ray dashboard")
+    if args.metrics_port:
+        check_port_free("127.0.0.1", args.metrics_port, "metrics")
+    if settings.db_connection_string:
+        check_database(settings.db_connection_string)
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
@@ -115,6 +186,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         fake_provider=not args.no_fake_provider,
         dashboard=not args.no_dashboard,
         dashboard_port=args.dashboard_port,
+        metrics_port=args.metrics_port,
         num_cpus=args.num_cpus,
     )
     stack = LocalStack(settings, options)
@@ -140,8 +212,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         _say("metasync: stopping…")
         return 0
     except RuntimeError as error:
-        print(f"metasync: {error}", file=sys.stderr)
-        return 1
+        return _fail(one_line(error), 1)
     finally:
         stack.stop()
 
@@ -170,6 +241,10 @@ def _banner_ready(settings: Settings, stack: LocalStack, took: float) -> str:
     if stack.options.dashboard:
         lines.append(
             f"  Ray dashboard: http://127.0.0.1:{stack.options.dashboard_port}"
+        )
+    if stack.metrics is not None:
+        lines.append(
+            f"  Prometheus metrics (names prefixed ray_): {stack.metrics.url}"
         )
     # Only secrets metasync made are shown: stdout often ends up in logs,
     # and the operator already knows the ones they supplied.

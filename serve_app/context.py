@@ -7,10 +7,11 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bson import ObjectId
 
-from optimizer.actor import optimizer_handle
+from optimizer.actor import optimizer_of
 from optimizer.service import RunService
 from pipeline.catalog import (
     ModelCatalog,
@@ -20,7 +21,9 @@ from pipeline.catalog import (
 )
 from pipeline.clients import ClientService
 from pipeline.cluster.handles import WorkerHandles
+from pipeline.cluster.rollout import Rollout
 from pipeline.cluster.supervisor import WorkerSupervisor
+from pipeline.code_version import code_version
 from pipeline.jobs.service import JobService
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.logging import get_logger
@@ -28,6 +31,7 @@ from pipeline.prompts import PromptService
 from pipeline.quotas import RequestRateGate
 from pipeline.settings import Settings
 from pipeline.store import Store, create_mongo_client
+from pipeline.store.deployed_version import DeployedVersion
 
 log = get_logger(__name__)
 
@@ -85,7 +89,8 @@ class AppContext:
         await catalog.seed(_seed_specs(settings.models_file))
         prompts = PromptService(store)
         workers = WorkerHandles(settings)
-        optimizer = OptimizerLink(settings, enabled=supervise)
+        rollout = Rollout(settings, DeployedVersion(store), workers)
+        optimizer = OptimizerLink(settings, rollout, enabled=supervise)
         context = cls(
             settings=settings,
             store=store,
@@ -101,7 +106,7 @@ class AppContext:
             runs=RunService(store, catalog, prompts, optimizer.start),
         )
         if supervise:
-            supervisor = WorkerSupervisor(settings, catalog, workers)
+            supervisor = WorkerSupervisor(settings, catalog, workers, rollout)
             context.supervisor = supervisor
             context.readiness_checks["workers"] = supervisor.readiness
             context._tasks.append(asyncio.create_task(supervisor.run()))
@@ -131,12 +136,19 @@ class OptimizerLink:
     """The app's link to the cluster's optimizer actor.
 
     Without Ray (``enabled`` off) runs are stored and wait: the
-    optimizer adopts them when it starts.
+    optimizer adopts them when it starts. Once a newer deploy took over
+    (``rollout``), runs go to the newer version's optimizer.
     """
 
-    def __init__(self, settings: Settings, *, enabled: bool) -> None:
+    def __init__(
+        self, settings: Settings, rollout: Rollout, *, enabled: bool
+    ) -> None:
         self._settings = settings
+        self._rollout = rollout
         self._enabled = enabled
+
+    def _optimizer(self) -> Any:
+        return optimizer_of(self._settings, self._rollout.serving_version)
 
     def start(self, run_id: ObjectId) -> None:
         """Ask the optimizer to drive a run (fire and forget).
@@ -146,7 +158,7 @@ class OptimizerLink:
         if not self._enabled:
             return
         try:
-            optimizer_handle(self._settings).start.remote(str(run_id))
+            self._optimizer().start.remote(str(run_id))
         except Exception as error:
             log.warning("optimizer_notify_failed", error=str(error))
 
@@ -154,7 +166,11 @@ class OptimizerLink:
         """Keep the optimizer actor alive and scanning, until cancelled."""
         while True:
             try:
-                await optimizer_handle(self._settings).ping.remote()
+                # The current version's replicas keep its optimizer.
+                if self._rollout.serving_version == code_version(
+                    self._settings
+                ):
+                    await self._optimizer().ping.remote()
             except Exception as error:
                 log.warning("optimizer_unhealthy", error=str(error))
             await asyncio.sleep(OPTIMIZER_SUPERVISE_INTERVAL_S)

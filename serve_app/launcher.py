@@ -13,16 +13,20 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.cluster.runtime import init_local_ray
 from pipeline.logging import get_logger
 from pipeline.settings import SECRET_VARIABLES, Settings
 from serve_app.local_services import FakeProviderProcess, LocalDatabase
+from serve_app.ray_metrics import MetricsExport, local_metrics_export
 
 log = get_logger(__name__)
 
 #: The port the demo models in configs/models.yaml point at.
 FAKE_PROVIDER_PORT = 8799
+#: CPUs each worker actor declares on a local run (see ``start``).
+LOCAL_WORKER_NUM_CPUS = 0.1
 
 
 @dataclass
@@ -34,6 +38,8 @@ class StackOptions:
     fake_provider: bool = True
     dashboard: bool = True
     dashboard_port: int = 8265
+    #: Where Ray exports Prometheus metrics; ``None``: a free port.
+    metrics_port: int | None = None
     num_cpus: int | None = None
     ready_timeout_s: float = 120.0
 
@@ -47,6 +53,7 @@ class LocalStack:
         self.database = LocalDatabase(settings.state_dir)
         self.fake = FakeProviderProcess(settings.state_dir, FAKE_PROVIDER_PORT)
         self._ray_started = False
+        self.metrics: MetricsExport | None = None
 
     @property
     def url(self) -> str:
@@ -67,12 +74,19 @@ class LocalStack:
         for name in SECRET_VARIABLES:
             env[name] = getattr(self.settings, name.lower()).get_secret_value()
         env.setdefault("METASYNC_HOME", self.settings.state_dir)
+        # One machine: nothing to spread over, and the service must fit
+        # a small one (5 providers' workers at 0.1 CPU, the coordinator
+        # and optimizer at 0.05: 0.6 CPU).
+        env.setdefault("WORKER_NUM_CPUS", str(LOCAL_WORKER_NUM_CPUS))
         if self.options.fake_provider:
             self.fake.start()
         from ray import serve
 
         from serve_app.deployment import APP_NAME, build_app
 
+        metrics: dict[str, Any] = {}
+        if self.options.metrics_port:
+            metrics["_metrics_export_port"] = self.options.metrics_port
         init_local_ray(
             self.settings.state_dir,
             num_cpus=self.options.num_cpus,
@@ -80,8 +94,10 @@ class LocalStack:
             dashboard_port=self.options.dashboard_port,
             namespace=self.settings.ray_namespace,
             log_to_driver=False,
+            **metrics,
         )
         self._ray_started = True
+        self.metrics = local_metrics_export()
         serve.start(
             http_options={"host": self.options.host, "port": self.options.port}
         )
@@ -99,15 +115,22 @@ class LocalStack:
         raise RuntimeError(f"{self.url}/ready did not answer in time")
 
     def stop(self) -> None:
-        """Stop what :meth:`start` started, in reverse order."""
+        """Stop what :meth:`start` started, in seconds.
+
+        Serve's graceful shutdown is skipped: it waits for the controller,
+        which waits up to 20 s for each replica's open requests (a chat
+        call, a slow client) and gives up after 30 s. The whole local
+        cluster goes with ``ray.shutdown`` anyway, and nothing is lost:
+        jobs are in the database and the leases of unfinished items
+        expire and are taken up at the next start. The helper processes
+        stop while Ray does.
+        """
+        self.fake.terminate()
+        self.database.terminate()
         if self._ray_started:
             import ray
-            from ray import serve
 
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-                self._ray_started = False
+            ray.shutdown()
+            self._ray_started = False
         self.fake.stop()
         self.database.stop()

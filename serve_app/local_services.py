@@ -81,8 +81,13 @@ class ChildProcess:
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Terminate it (SIGTERM, then SIGKILL)."""
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM) without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Terminate it (SIGTERM, then SIGKILL) and wait until it is gone."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
@@ -161,6 +166,11 @@ class LocalDatabase:
         log.info("embedded_database_started", port=port, path=str(storage))
         return self.uri
 
+    def terminate(self) -> None:
+        """Ask the server to stop, if this object started it; no wait."""
+        if self.child is not None:
+            self.child.terminate()
+
     def stop(self) -> None:
         """Stop the server if this object started it."""
         if self.child is None:
@@ -200,6 +210,10 @@ class FakeProviderProcess:
             return
         self.child.start()
         self.child.wait_for_port(self.port)
+
+    def terminate(self) -> None:
+        """Ask it to stop, if this object started it; no wait."""
+        self.child.terminate()
 
     def stop(self) -> None:
         """Stop it if this object started it."""

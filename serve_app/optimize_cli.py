@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from optimizer.driver import optimize
 from optimizer.records import Candidate
 from optimizer.report import render_html
 from pipeline.errors import MetasyncError, ValidationFailed
+from serve_app.preflight import one_line
 
 _DATA_FIELDS = ("prompts", "workingPrompts", "datasetFile", "examples")
 
@@ -124,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = load_config(args.config) if args.resume is None else None
     except (OSError, ValueError, yaml.YAMLError) as error:
-        print(f"metasync: {error}")
-        return 2
+        return _fail(f"{args.config}: {one_line(error)}", 2)
     bar = ProgressBar()
     try:
         if spec is None:
@@ -135,21 +136,24 @@ def run(args: argparse.Namespace) -> int:
     except ValidationFailed as error:
         bar.close()
         for problem in error.errors:
-            print(f"metasync: {problem['field']}: {problem['message']}")
+            _fail(f"{problem['field']}: {problem['message']}", 2)
         return 2
     except (MetasyncError, RuntimeError) as error:
         bar.close()
-        print(f"metasync: {error}")
-        return 1
+        return _fail(one_line(error), 1)
     except KeyboardInterrupt:
         bar.close()
-        print("metasync: interrupted; resume with --resume RUN_ID")
-        return 130
+        return _fail("interrupted; resume with --resume RUN_ID", 130)
     bar.close()
     _print_result(run_doc)
     if args.report is not None:
         _write_report(run_doc, args.report)
     return 0 if run_doc["status"] == "SUCCEEDED" else 1
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"metasync: {one_line(message)}", file=sys.stderr)
+    return status
 
 
 def _print_result(run_doc: dict[str, Any]) -> None:

@@ -78,6 +78,11 @@ def service_env(
         # Two workers per provider: every test also checks that limits
         # hold across replicas.
         "WORKER_REPLICAS": "2",
+        # Ray gets 2 CPUs here (below). The session's 10 workers (5
+        # providers x 2) at 0.1 CPU, their coordinator and optimizer at
+        # 0.05 each: 1.1 CPUs; a deploy under test runs two versions of
+        # one provider's 2 workers beside them (+0.6): 1.7 of 2.
+        "WORKER_NUM_CPUS": "0.1",
     }
     previous = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

@@ -9,7 +9,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from pipeline.catalog import load_seed
-from serve_app.deployment import IngressOptions, build_app
+from serve_app.deployment import INGRESS_NAME, build_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,19 +30,54 @@ def test_ray_cluster_yaml_matches_the_launcher_schema():
         assert setting in commands
 
 
-def test_serve_yaml_is_a_valid_serve_config_for_our_builder():
-    config = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
-    schema = ServeDeploySchema.model_validate(config)
-    (app,) = schema.applications
+def _deployed_options(config):
+    """Options of each deployment as Serve deploys ``config``.
+
+    Builds the application as the controller does, then applies the
+    config's ``deployments:`` section with Serve's own override step.
+    """
+    from ray.serve._private.application_state import (
+        override_deployment_info,
+    )
+    from ray.serve._private.build_app import build_app as serve_build_app
+    from ray.serve._private.deployment_info import DeploymentInfo
+
+    (app,) = ServeDeploySchema.model_validate(config).applications
     assert app.import_path == "serve_app.deployment:build_app"
-    IngressOptions.model_validate(app.args)
-    # The builder applies the options given (serve.yaml's, or others).
-    for args in (app.args, {"num_replicas": 3, "max_ongoing_requests": 7}):
-        wanted = IngressOptions.model_validate(args)
-        bound = build_app(args)._bound_deployment
-        assert bound.num_replicas == wanted.num_replicas
-        assert bound.max_ongoing_requests == wanted.max_ongoing_requests
-        assert bound.init_args == (wanted,)
+    built = serve_build_app(build_app(app.args), name=app.name)
+    infos = {
+        d.name: DeploymentInfo(
+            deployment_config=d._deployment_config,
+            replica_config=d._replica_config,
+            start_time_ms=0,
+            deployer_job_id="test",
+        )
+        for d in built.deployments
+    }
+    return override_deployment_info(infos, app)
+
+
+def _serve_yaml():
+    return yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+
+
+def test_serve_yaml_is_a_valid_serve_config_for_our_builder():
+    options = _deployed_options(_serve_yaml())
+    ingress = options[INGRESS_NAME]
+    assert ingress.deployment_config.num_replicas == 1
+    assert ingress.deployment_config.max_ongoing_requests == 256
+    # I/O-bound: the API replicas take no CPU slot.
+    assert ingress.replica_config.ray_actor_options["num_cpus"] == 0
+
+
+def test_serve_yaml_deployments_section_sets_replicas_and_concurrency():
+    config = _serve_yaml()
+    (section,) = config["applications"][0]["deployments"]
+    assert section["name"] == INGRESS_NAME
+    section.update(num_replicas=3, max_ongoing_requests=17)
+    ingress = _deployed_options(config)[INGRESS_NAME]
+    assert ingress.deployment_config.num_replicas == 3
+    assert ingress.deployment_config.max_ongoing_requests == 17
 
 
 def test_models_yaml_seed_is_valid_and_simulated_models_need_no_keys():

@@ -26,6 +26,7 @@ from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.states import Actor, Status
 from pipeline.store import Store, create_mongo_client
+from pipeline.store.deployed_version import DeployedVersion
 from pipeline.store.document_collection import Document
 
 
@@ -71,10 +72,12 @@ class DirectBackend:
                 store, settings.api_key_pepper.get_secret_value()
             )
             client = await clients.authenticate(api_key)
+            workers = WorkerHandles(settings)
+            await workers.follow_deployed(DeployedVersion(store))
         except BaseException:
             await store.close()
             raise
-        return cls(settings, store, client, WorkerHandles(settings))
+        return cls(settings, store, client, workers)
 
     @property
     def target(self) -> str:

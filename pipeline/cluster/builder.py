@@ -2,9 +2,11 @@
 
 :class:`WorkerActor` and :class:`CoordinatorActor` are thin shells: each
 reads its settings (secrets included) from its own process environment
-and builds the plain class that does the work. Actors are named,
-detached (they outlive the API replica that created them) and restarted
-by Ray when their process dies.
+and builds the plain class that does the work. Actors are named with
+the code version they run (:mod:`pipeline.worker.names`), detached
+(they outlive the API replica that created them) and restarted by Ray
+when their process dies. A deploy of other code retires them
+(:mod:`pipeline.cluster.rollout`) through ``begin_drain``/``drained``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
+from bson import ObjectId
 
 from pipeline.cluster.metrics import ray_metrics
+from pipeline.code_version import code_version
 from pipeline.logging import configure_logging
 from pipeline.settings import Settings
 from pipeline.worker.coordinator import LimitsCoordinator
 from pipeline.worker.engine import ProviderWorker
-from pipeline.worker.names import COORDINATOR_NAME, worker_name
+from pipeline.worker.names import coordinator_name, worker_name
 from providers.base import Completion, CompletionRequest, StreamEvent
 
 #: Concurrent method calls an actor serves (async: calls interleave).
 ACTOR_CONCURRENCY = 1000
+#: CPUs the limits coordinator declares: a few water-fills per second.
+COORDINATOR_NUM_CPUS = 0.05
 
 
 class CoordinatorActor:
@@ -51,26 +57,28 @@ class CoordinatorActor:
 class WorkerActor:
     """One replica of a provider's worker."""
 
-    def __init__(self, provider: str, replica: int) -> None:
+    def __init__(self, provider: str, replica: int, version: str) -> None:
         settings = Settings.from_env(generate_dev_secrets=False)
+        # The version is the one in this actor's name, whatever the
+        # environment it inherited says.
+        self._settings = settings.with_overrides(code_version=version)
         configure_logging(settings.log_level)
-        coordinator = coordinator_handle(settings)
-
-        async def sync_limits(
-            holder: str, reports: dict[str, Any]
-        ) -> dict[str, Any]:
-            shares: dict[str, Any] = await coordinator.sync.remote(
-                holder, reports
-            )
-            return shares
-
+        self._coordinator = coordinator_handle(self._settings)
         self._worker = ProviderWorker(
             provider,
             replica,
-            settings,
-            sync_limits,
+            self._settings,
+            self._sync_limits,
             metrics_exporters=ray_metrics(),
         )
+
+    async def _sync_limits(
+        self, holder: str, reports: dict[str, Any]
+    ) -> dict[str, Any]:
+        shares: dict[str, Any] = await self._coordinator.sync.remote(
+            holder, reports
+        )
+        return shares
 
     async def ping(self) -> dict[str, Any]:
         """Start if needed; report who answered."""
@@ -101,15 +109,45 @@ class WorkerActor:
         """Drain and stop (before a planned shutdown)."""
         await self._worker.stop()
 
+    async def begin_drain(self, successor_coordinator: str) -> None:
+        """Stop claiming; report running calls to the successor's limits.
 
-def _options(settings: Settings, name: str) -> dict[str, Any]:
+        Args:
+            successor_coordinator: The name of the new version's limits
+                coordinator (it exists: the successor created it).
+        """
+        self._coordinator = ray.get_actor(
+            successor_coordinator, namespace=self._settings.ray_namespace
+        )
+        await self._worker.begin_drain(self._sync_limits)
+
+    async def drained(self) -> list[str]:
+        """Finish, give back, stop (:meth:`ProviderWorker.drained`).
+
+        Returns:
+            Ids of the items the successor must queue (``adopt``).
+        """
+        ids = await self._worker.drained()
+        await self._coordinator.release.remote(self._worker.holder)
+        return [str(i) for i in ids]
+
+    async def take_over(self, names: list[str]) -> None:
+        """See :meth:`ProviderWorker.take_over`."""
+        self._worker.take_over(names)
+
+    async def adopt(self, ids: list[str]) -> int:
+        """Queue items a retired worker handed over."""
+        return await self._worker.adopt([ObjectId(i) for i in ids])
+
+
+def _options(settings: Settings, name: str, cpus: float) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": settings.ray_namespace,
         "lifetime": "detached",
         "get_if_exists": True,
         "max_restarts": -1,
-        "num_cpus": 0,
+        "num_cpus": cpus,
         "max_concurrency": ACTOR_CONCURRENCY,
     }
 
@@ -119,12 +157,18 @@ _RemoteWorker = ray.remote(WorkerActor)
 
 
 def coordinator_handle(settings: Settings) -> Any:
-    """The coordinator actor, created if it does not exist."""
-    options = _options(settings, COORDINATOR_NAME)
+    """This code version's coordinator actor, created if it does not exist."""
+    name = coordinator_name(code_version(settings))
+    options = _options(settings, name, COORDINATOR_NUM_CPUS)
     return _RemoteCoordinator.options(**options).remote()
 
 
 def worker_handle(settings: Settings, provider: str, replica: int) -> Any:
-    """A worker actor, created if it does not exist."""
-    options = _options(settings, worker_name(provider, replica))
-    return _RemoteWorker.options(**options).remote(provider, replica)
+    """This code version's worker actor, created if it does not exist."""
+    version = code_version(settings)
+    options = _options(
+        settings,
+        worker_name(provider, replica, version),
+        settings.worker_num_cpus,
+    )
+    return _RemoteWorker.options(**options).remote(provider, replica, version)

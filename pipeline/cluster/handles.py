@@ -1,7 +1,10 @@
 """The API's side of the workers: notify them, ask them, check them.
 
 Handles are looked up by name and cached; a handle whose actor died is
-dropped and looked up (or recreated) again on the next call.
+dropped and looked up (or recreated) again on the next call. The names
+are this code version's, until :meth:`WorkerHandles.follow` points the
+handles at a newer version's actors (which are looked up, never created
+with this process's older code).
 """
 
 from __future__ import annotations
@@ -11,9 +14,14 @@ import random
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import ray
+
 from pipeline.cluster.builder import worker_handle
+from pipeline.code_version import code_version
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
+from pipeline.store.deployed_version import DeployedVersion
+from pipeline.worker.names import worker_name
 from providers.base import Completion, CompletionRequest, StreamEvent
 
 log = get_logger(__name__)
@@ -26,14 +34,41 @@ class WorkerHandles:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._own_version = code_version(settings)
+        self._version = self._own_version
         self._handles: dict[tuple[str, int], Any] = {}
 
-    def _handle(self, provider: str, replica: int) -> Any:
+    async def follow_deployed(self, record: DeployedVersion) -> None:
+        """Talk to the version the cluster runs, whatever this code's.
+
+        For driver scripts, whose checkout may differ from the code the
+        cluster was deployed with: they must not create actors.
+        """
+        current = await record.current()
+        if current is not None and current != self._version:
+            self.follow(current)
+
+    def follow(self, version: str) -> None:
+        """Talk to the workers of ``version`` (a newer deploy's) from now."""
+        self._version = version
+        self._handles.clear()
+
+    def handle(self, provider: str, replica: int) -> Any:
+        """A worker's actor handle (created when of this code version).
+
+        Raises:
+            ValueError: A newer version's worker does not exist (yet).
+        """
         key = (provider, replica)
         if key not in self._handles:
-            self._handles[key] = worker_handle(
-                self._settings, provider, replica
-            )
+            if self._version == self._own_version:
+                found = worker_handle(self._settings, provider, replica)
+            else:
+                found = ray.get_actor(
+                    worker_name(provider, replica, self._version),
+                    namespace=self._settings.ray_namespace,
+                )
+            self._handles[key] = found
         return self._handles[key]
 
     def forget(self, provider: str, replica: int) -> None:
@@ -54,7 +89,7 @@ class WorkerHandles:
         for provider in providers:
             for replica in self.replicas():
                 try:
-                    self._handle(provider, replica).notify_job.remote(job)
+                    self.handle(provider, replica).notify_job.remote(job)
                 except Exception as error:
                     self.forget(provider, replica)
                     log.warning(
@@ -69,7 +104,7 @@ class WorkerHandles:
         """
         try:
             answer: dict[str, Any] = await asyncio.wait_for(
-                self._handle(provider, replica).ping.remote(), PING_TIMEOUT_S
+                self.handle(provider, replica).ping.remote(), PING_TIMEOUT_S
             )
             return answer
         except Exception:
@@ -78,7 +113,7 @@ class WorkerHandles:
 
     async def stats(self, provider: str, replica: int) -> dict[str, Any]:
         """A worker's counters."""
-        stats: dict[str, Any] = await self._handle(
+        stats: dict[str, Any] = await self.handle(
             provider, replica
         ).stats.remote()
         return stats
@@ -89,7 +124,7 @@ class WorkerHandles:
         """A chat completion through one of the provider's workers."""
         replica = random.randrange(self._settings.worker_replicas)
         try:
-            completion: Completion = await self._handle(
+            completion: Completion = await self.handle(
                 provider, replica
             ).complete.remote(model, request)
             return completion
@@ -102,7 +137,7 @@ class WorkerHandles:
     ) -> AsyncIterator[StreamEvent]:
         """A streamed chat completion through one of the workers."""
         replica = random.randrange(self._settings.worker_replicas)
-        handle = self._handle(provider, replica)
+        handle = self.handle(provider, replica)
         generator = handle.stream.options(num_returns="streaming").remote(
             model, request
         )

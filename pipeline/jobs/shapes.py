@@ -106,6 +106,7 @@ def new_item(
     fields: dict[str, Any],
     max_attempts: int,
     metadata: Document,
+    *,
     estimated_cost: float = 0.0,
     mode: str = "live",
 ) -> Document:

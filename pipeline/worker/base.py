@@ -46,6 +46,7 @@ class WorkerBase(ABC):
     backlog: Backlog
     waiting: dict[str, deque[Item]]
     held: dict[ObjectId, Item]
+    taken_over: set[str]
     metrics: WorkerMetrics
     _items: ItemStore
     _catalog: ModelCatalog

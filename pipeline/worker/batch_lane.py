@@ -12,8 +12,10 @@ collect, cancel those whose jobs were all canceled). Items a batch gives
 back (line errors to retry, lines that never ran) are collected again,
 for a later round once their retry is due.
 
-The records are the worker's own: they carry its name and a round moves
-no other, so a restarted worker (same name) takes them back; see
+The records are the worker's own: they carry its role (provider and
+replica, not the code version) and a round moves no other, so a
+restarted worker, or the next version's after a deploy, takes them
+back; see
 :mod:`pipeline.worker.provider_batches` for the limits of that.
 """
 
@@ -177,7 +179,8 @@ def batch_lane(
 
     Args:
         provider: The provider's registry name.
-        worker: The worker's name (the owner of its records).
+        worker: The worker's role, its name without the code version
+            (the owner of its records).
         holder: The worker's name and incarnation (its journal lane gets
             a ``/batches`` suffix, recovered as the worker's own).
         store: The database.

@@ -76,9 +76,9 @@ class BatchSubmitter:
         policy: The retry policy of live calls.
         rng: Source of retry jitter.
         clock: The current time (tests move it).
-        owner: The worker whose records these are: it writes them and
-            moves only them, so a restarted worker (the same name) takes
-            its records back and two replicas never poll one batch.
+        owner: The worker role whose records these are: it writes them
+            and moves only them, so a restarted worker (the same role)
+            takes its records back and two replicas never poll one batch.
     """
 
     def __init__(

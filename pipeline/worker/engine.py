@@ -38,11 +38,13 @@ from bson import ObjectId
 
 from pipeline.backoff import backoff_s
 from pipeline.catalog import ModelCatalog
+from pipeline.code_version import code_version
 from pipeline.jobs.shapes import JobSummary
 from pipeline.logging import bound_context, get_logger
 from pipeline.settings import Settings
 from pipeline.states import Actor, Status
 from pipeline.store import Store
+from pipeline.store.deployed_version import DeployedVersion
 from pipeline.store.document_collection import utcnow
 from pipeline.worker.backlog import (
     Backlog,
@@ -57,7 +59,7 @@ from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 from pipeline.worker.limits import ModelLimiter, Reservation
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.names import worker_name
+from pipeline.worker.names import worker_name, worker_role
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.prompt_cache import PromptCache
@@ -105,7 +107,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.replica = replica
         self.replicas = settings.worker_replicas
         self.settings = settings
-        self.name = worker_name(provider, replica)
+        self.name = worker_name(provider, replica, code_version(settings))
         self.incarnation = uuid.uuid4().hex[:12]
         self.holder = f"{self.name}/{self.incarnation}"
         self._sync_limits = sync_limits
@@ -130,6 +132,12 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._polls_running = 0
         self._started = False
         self._start_lock = asyncio.Lock()
+        # Set by begin_drain (a deploy of other code retires this one).
+        self._draining = False
+        self._handed_over: list[ObjectId] = []
+        #: Names of dead workers whose leases and journal entries this
+        #: one takes back as its own earlier life's (see take_over).
+        self.taken_over: set[str] = set()
         self._round_trips = RoundTripCounter()
         self._loop_lag_ms = 0.0
         self.batch_lane: BatchLane | None = None
@@ -143,7 +151,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
     async def start(self) -> None:
         """Connect, recover and start the loops (idempotent)."""
         async with self._start_lock:
-            if self._started:
+            if self._started or self._draining:
                 return
             from pipeline.store import create_mongo_client
             from providers.registry import get_provider
@@ -160,14 +168,24 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     self.settings.db_name,
                 )
             store = self._store
+            current = await DeployedVersion(store).current()
+            if current not in (None, code_version(self.settings)):
+                # A newer deploy took over (this actor was created or
+                # restarted by a replica on its way out): its workers
+                # own the work, and this one is about to be retired.
+                self._draining = True
+                log.warning("worker_superseded", worker=self.name, by=current)
+                return
             self._items = ItemStore(store, self.holder)
             self._catalog = ModelCatalog(store)
             self._provider = get_provider(self.provider_name)
             self._writer = ResultWriter(self._items, self._written)
             # Items of batch jobs go to provider batches, not live calls.
+            # Their records belong to the role (provider and replica,
+            # no version): a restart or a deploy's successor takes them.
             self.batch_lane = batch_lane(
                 self.provider_name,
-                self.name,
+                worker_role(self.provider_name, self.replica),
                 self.holder,
                 store,
                 self.settings,
@@ -180,6 +198,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 self.backlog.divert = self.batch_lane.take
             await self._refresh_models()
             await self._sync_once()
+            if self._draining:  # retired while starting: claim nothing
+                return
             await self._poll_once()
             self._loops = [
                 asyncio.create_task(self._scheduler(), name="scheduler"),
@@ -215,6 +235,111 @@ class ProviderWorker(ChatMixin, PollingMixin):
             await self.batch_lane.aclose()
         self._started = False
 
+    # -- retirement (a deploy of other code) ----------------------------
+
+    async def begin_drain(self, sync_limits: SyncLimits | None = None) -> None:
+        """Stop claiming and reading; keep finishing what is running.
+
+        Args:
+            sync_limits: The successor's limits coordinator: reporting
+                the calls still running there keeps its grants to the
+                new workers within the limits while they finish.
+        """
+        self._draining = True
+        for task in self._loops:
+            if task.get_name() in ("poller", "batches"):
+                # Lease recovery, job tracking and the provider batches
+                # (owned by the role, not the version) are the
+                # successor's.
+                await cancel_all([task])
+        if sync_limits is not None:
+            self._sync_limits = sync_limits
+            if self._started:
+                try:
+                    await self._sync_once()
+                except Exception as error:
+                    log.warning("drain_sync_failed", error=str(error))
+
+    async def drained(self) -> list[ObjectId]:
+        """Finish running calls, give back unstarted items, stop.
+
+        Items claimed but never sent go back to PENDING with their
+        attempt given back (nothing was tried); running calls end and
+        their outcomes are written. Call :meth:`begin_drain` first.
+
+        Returns:
+            The items this worker made PENDING since the drain began
+            (given back, or retries): nobody queued them, so the
+            successor must (``adopt``).
+        """
+        if not self._started:
+            return []
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+        unstarted = [item for queue in self.waiting.values() for item in queue]
+        self.waiting.clear()
+        if unstarted:
+            given_back, _ = await self._persist(
+                lambda: self._items.release_leases(
+                    unstarted,
+                    reason="given back by a retired worker",
+                    attempted=False,
+                ),
+                "give back unstarted items",
+            )
+            for item in unstarted:
+                self.held.pop(item["_id"], None)
+            self._handed_over += [item["_id"] for item in given_back]
+        await cancel_all(self._loops)
+        await self._persist(self._writer.flush, "write outcomes")
+        await self._provider.aclose()
+        if self.batch_lane is not None:
+            await self.batch_lane.aclose()
+        self._started = False
+        log.info(
+            "worker_drained",
+            worker=self.name,
+            handed_over=len(self._handed_over),
+        )
+        return list(self._handed_over)
+
+    def take_over(self, names: list[str]) -> None:
+        """Take back, at the next poll, what these dead workers held.
+
+        Their leases (without waiting for them to expire) and their
+        unsettled journal entries, as an earlier life's. Only for
+        workers known to be dead: a retired worker that was killed
+        without draining, of another code version (another name).
+        """
+        self.taken_over.update(names)
+
+    async def adopt(self, ids: list[ObjectId]) -> int:
+        """Queue items a retired worker made PENDING (see :meth:`drained`).
+
+        Returns:
+            How many were queued here (the others were taken, or belong
+            to jobs this worker reads from the start anyway).
+        """
+        await self.start()
+        if not ids or not self._started:
+            return 0
+        queued = 0
+        now = utcnow()
+        for item in await self._items.items_by_id(ids):
+            if item["status"] != S.PENDING or item["model"] not in self.models:
+                continue
+            if item["jobId"] not in self.backlog.jobs:
+                continue
+            due = item.get("nextAttemptAt")
+            if due is not None and due > now:
+                delay = (due - now).total_seconds()
+                self.backlog.schedule_retry(item, time.monotonic() + delay)
+            else:
+                self.backlog.add_ready(item["jobId"], [item])
+            queued += 1
+        self._wake.set()
+        return queued
+
     # -- notifications -------------------------------------------------
 
     async def notify_job(self, job: dict[str, Any]) -> None:
@@ -224,6 +349,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
             job: Its summary (:meth:`JobSummary.to_doc`).
         """
         await self.start()
+        if self._draining:
+            return
         summary = JobSummary.from_doc(job)
         if set(summary.models) - set(self.models):
             # A model added since the last poll: learn it before reading
@@ -457,6 +584,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
     def _schedule(self) -> float:
         """One pass: start calls, claim, read ahead. Returns a wait hint."""
         wait_s = 1.0
+        if self._draining:
+            return wait_s
         for name in self.models:
             wait_s = min(wait_s, self._start_calls(name))
             self.metrics.gauges(
@@ -482,7 +611,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             only a finishing call can free a slot).
         """
         model = self.models.get(name)
-        if model is None:
+        if model is None or self._draining:
             return 1.0
         limiter = self.limiters[name]
         waiting = self.waiting[name]
@@ -791,6 +920,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 item["jobId"]
             ):
                 canceled.append(item)
+            elif outcome.status == S.PENDING and self._draining:
+                # A retry nobody here will run: the successor will.
+                self._handed_over.append(item["_id"])
             elif outcome.status == S.PENDING:
                 for key in ("leaseOwner", "leaseExpiresAt"):
                     item.pop(key, None)

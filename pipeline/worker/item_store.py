@@ -393,12 +393,20 @@ class ItemStore:
         )
 
     async def release_leases(
-        self, items: list[Item], *, reason: str
+        self, items: list[Item], *, reason: str, attempted: bool = True
     ) -> tuple[list[Item], list[Item]]:
-        """Take back leases of items whose worker is gone.
+        """Take back leases of items whose worker is gone (or retires).
 
         Items with attempts left go back to PENDING; the others fail
         with ``reason`` kept as their error.
+
+        Args:
+            items: Leased items (with their ``leaseOwner`` token).
+            reason: Why, kept as the error of the items it fails.
+            attempted: Whether their provider call may have been made.
+                A worker that retires gives back items it never sent:
+                their attempt (counted at claim time) is given back too,
+                and none fails.
 
         Returns:
             (items now PENDING, items now FAILED).
@@ -406,19 +414,23 @@ class ItemStore:
         now = utcnow()
         changes = []
         for item in items:
-            final = item.get("attempts", 0) >= item.get(
+            final = attempted and item.get("attempts", 0) >= item.get(
                 "maxAttempts", DEFAULT_MAX_ATTEMPTS
             )
             fields: dict[str, Any] = {
                 "status": S.FAILED if final else S.PENDING,
-                "error": {
+                "finishedAt" if final else "nextAttemptAt": now,
+            }
+            update: dict[str, Any] = {"$set": fields, "$unset": _UNSET_LEASE}
+            if attempted:
+                fields["error"] = {
                     "type": "lease_expired",
                     "message": reason,
                     "retryable": not final,
                     "statusCode": None,
-                },
-                "finishedAt" if final else "nextAttemptAt": now,
-            }
+                }
+            else:
+                update["$inc"] = {"attempts": -1}
             changes.append(
                 Change(
                     item=item,
@@ -428,7 +440,7 @@ class ItemStore:
                         "status": S.PROCESSING,
                         "leaseOwner": item["leaseOwner"],
                     },
-                    update={"$set": fields, "$unset": _UNSET_LEASE},
+                    update=update,
                 )
             )
         written = await self.journal.write(changes)

@@ -183,8 +183,14 @@ class PollingMixin(WorkerBase):
         return self._earlier_life(str(item.get("leaseOwner", "")))
 
     def _earlier_life(self, token: str) -> bool:
-        """Whether a lane or lease token is of an earlier incarnation."""
+        """Whether a lane or lease token is of an earlier incarnation.
+
+        Or of a retired worker of another code version that this one
+        was told to take over (it is dead: see ``take_over``).
+        """
         name, _, rest = token.partition("/")
+        if name in self.taken_over:
+            return True
         incarnation = rest.partition("/")[0]
         return name == self.name and incarnation != self.incarnation
 

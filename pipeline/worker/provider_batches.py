@@ -30,19 +30,19 @@ The record of a provider batch (:class:`ProviderBatchRecord`)
     reference stored) → ``collected``.
 
 One owner per record
-    A record carries the name of the worker that wrote it (its Ray
-    actor name: provider and replica index), and a worker's rounds move
-    only records of its own name. A worker is one named actor, so no
-    two processes poll one batch; a restarted worker (the same name)
-    takes its records back at its first round. The limit: records whose
-    name no longer runs are moved by nobody. That happens to the
-    records of replica ``k`` once ``WORKER_REPLICAS`` drops to ``k`` or
-    below (and to the records of a worker whose name changed, such as a
-    name carrying the code's version after a deploy); their items stay
-    PROCESSING under the batch lease until it runs out (26 h), when
-    lease recovery puts them back to PENDING (an attempt spent, the
-    vendor's answer lost). Raise the replicas again, or let the
-    successor adopt the old name's records, to collect them.
+    A record carries the role of the worker that wrote it (its actor
+    name without the code version: provider and replica index), and a
+    worker's rounds move only records of its own role. One actor runs a
+    role at a time (a deploy's old worker stops its rounds when it
+    begins to drain, before its successor starts), so no two processes
+    poll one batch; a restarted worker, or the next version's, takes the
+    records back at its first round. The limit: records of a role that
+    no longer runs are moved by nobody. That happens to the records of
+    replica ``k`` once ``WORKER_REPLICAS`` drops to ``k`` or below:
+    their items stay PROCESSING under the batch lease until it runs out
+    (26 h), when lease recovery puts them back to PENDING (an attempt
+    spent, the vendor's answer lost). Raise the replicas again to
+    collect them.
 
 Claiming
     The batch submitter of a provider's worker takes PENDING batch items
@@ -96,7 +96,7 @@ deadline and ``auto`` (``auto`` items run live for now); a submission
 the vendor refuses for good (a bad key, a request over the byte limit)
 is tried again every round instead of failing its items; the result
 cache for batch items; Anthropic's resubmission check; adopting the
-records of a worker name that no longer runs (above); fallbacks; the
+records of a replica that no longer runs (above); fallbacks; the
 benchmark.
 """
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from serve_app.deps import Context, CurrentClient
-from serve_app.schemas.common import Cursor, error_responses
+from serve_app.schemas.common import MAX_OFFSET, Cursor, error_responses
 from serve_app.schemas.prompts import PromptList, PromptOut, PromptWrite
 
 router = APIRouter(
@@ -87,7 +87,7 @@ async def delete_prompt(
 )
 async def get_prompt_version(
     prompt_id: str,
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=MAX_OFFSET)],
     context: Context,
     client: CurrentClient,
 ) -> PromptOut:

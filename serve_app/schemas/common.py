@@ -31,11 +31,12 @@ class RequestModel(ApiModel):
 
 
 #: The ``cursor`` query parameter of a keyset listing: the previous
-#: page's ``nextCursor`` (opaque), absent for the first page.
+#: page's ``nextCursor`` (opaque; its format is declared so that a
+#: request the schema allows is never refused), absent for the first page.
 Cursor = Annotated[
     str | None,
     Query(
-        max_length=64,
+        pattern="^[0-9a-f]{24}$",
         description="The previous page's `nextCursor`; omit for the first.",
     ),
 ]

@@ -104,4 +104,5 @@ def test_optimize_command_names_a_bad_field(sim_models, tmp_path, capsys):
         )
     )
     assert main(["optimize", str(config)]) == 2
-    assert "metaModel" in capsys.readouterr().out
+    # Errors go to stderr, one line each (the CLI convention).
+    assert "metaModel" in capsys.readouterr().err

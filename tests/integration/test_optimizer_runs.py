@@ -320,7 +320,8 @@ def test_a_run_whose_driver_died_resumes_without_paying_twice(
 ):
     import ray
 
-    from optimizer.actor import ACTOR_NAME
+    from pipeline.code_version import installed_code_version
+    from pipeline.worker.names import optimizer_name
 
     body = {"budget": {"iterations": 4, "patience": 4}}
     target, meta = _models(http, admin_headers, fake, latency_ms=60)
@@ -343,7 +344,9 @@ def test_a_run_whose_driver_died_resumes_without_paying_twice(
     # Killed mid-run, not after it.
     assert before["status"] == "RUNNING"
     assert progress["iteration"] < 4
-    actor = ray.get_actor(ACTOR_NAME, namespace="metasync")
+    actor = ray.get_actor(
+        optimizer_name(installed_code_version()), namespace="metasync"
+    )
     ray.kill(actor, no_restart=False)
     resumed = _wait_run(http, client_a, killed["id"])
     assert resumed["status"] == "SUCCEEDED", resumed.get("error")

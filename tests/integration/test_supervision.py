@@ -5,6 +5,7 @@ import time
 import pytest
 import ray
 
+from pipeline.code_version import installed_code_version
 from pipeline.worker.names import worker_name
 from tests.support.api import fake_model, wait_for_job
 from tests.support.net import wait_until
@@ -16,7 +17,7 @@ def test_a_worker_that_is_gone_for_good_is_recreated(
     http, admin_headers, fake, client_a
 ):
     name = fake_model(http, admin_headers, fake, {"latencyMs": 5})
-    actor = worker_name("openai", 1)
+    actor = worker_name("openai", 1, installed_code_version())
     before = ray.get(
         ray.get_actor(actor, namespace="metasync").stats.remote(), timeout=30
     )["incarnation"]

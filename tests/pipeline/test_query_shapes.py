@@ -280,4 +280,5 @@ async def _exercise_the_optimizer_store(store: Store) -> None:
     await runs.orphans("driver")
     await runs.claim(run["_id"], "driver")
     await runs.save(run["_id"], "driver", {"progress": {"cost": 0.0}})
+    assert await runs.release("driver") == 1
     assert page.documents

@@ -7,6 +7,7 @@ document, so documents created or deleted between pages shift nothing.
 
 import pytest
 
+from tests.conftest import DOCS_SECRET
 from tests.support.api import register_client
 
 pytestmark = pytest.mark.ray
@@ -101,12 +102,24 @@ def test_clients_page_each_once_in_order_across_inserts(http, admin_headers):
 
 
 @pytest.mark.parametrize("path", ["/prompts", "/datasets", "/runs", "/jobs"])
-def test_a_bad_cursor_is_a_400_naming_it(http, client_a, path):
+@pytest.mark.parametrize("cursor", ["page-2", "0" * 64])
+def test_a_bad_cursor_is_a_400_naming_it(http, client_a, path, cursor):
     response = http.get(
-        path, params={"cursor": "page-2"}, headers=client_a.headers
+        path, params={"cursor": cursor}, headers=client_a.headers
     )
     assert response.status_code == 400
     assert response.json()["error"]["errors"][0]["field"] == "cursor"
+
+
+def test_the_schema_declares_the_cursor_format(http):
+    # A cursor the schema allows is one the listing accepts (none of the
+    # schema's strings may be refused as malformed).
+    schema = http.get("/openapi.json", auth=("user", DOCS_SECRET)).json()
+    for path in ("/prompts", "/datasets", "/runs", "/jobs", "/admin/clients"):
+        parameters = schema["paths"][path]["get"]["parameters"]
+        (cursor,) = [p for p in parameters if p["name"] == "cursor"]
+        declared = cursor["schema"]["anyOf"][0]
+        assert declared["pattern"] == "^[0-9a-f]{24}$", path
 
 
 def test_a_bad_client_cursor_is_a_400_naming_it(http, admin_headers):

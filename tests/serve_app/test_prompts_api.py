@@ -129,10 +129,13 @@ def test_bad_prompt_bodies_name_the_field_and_write_nothing(
     assert http.get("/prompts", headers=client_a.headers).json()["items"] == []
 
 
-def test_bad_version_number_is_400(http, client_a):
+@pytest.mark.parametrize("version", ["0", str(2**68)])
+def test_bad_version_number_is_400(http, client_a, version):
+    # 2**68: past the database's 64-bit integers (it was a 500).
     created = _create(http, client_a)
     response = http.get(
-        f"/prompts/{created['id']}/versions/0", headers=client_a.headers
+        f"/prompts/{created['id']}/versions/{version}",
+        headers=client_a.headers,
     )
     assert response.status_code == 400
     assert response.json()["error"]["errors"][0]["field"] == "version"

@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 
 from pipeline.catalog import ModelCatalog, ModelSpec
 from pipeline.clients import Quotas
+from pipeline.code_version import installed_code_version
 from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
@@ -24,7 +25,12 @@ from pipeline.store import Store
 from pipeline.worker.base import SyncLimits
 from pipeline.worker.coordinator import LimitsCoordinator
 from pipeline.worker.engine import ProviderWorker
+from pipeline.worker.names import worker_name
 from providers.fake import FakeProviderServer, fake_model_config
+
+#: The name of :func:`make_worker`'s worker (the code's own version):
+#: lanes and leases under it are an earlier life of that worker.
+OPENAI_0 = worker_name("openai", 0, installed_code_version())
 
 
 def local_sync(coordinator: LimitsCoordinator | None = None) -> SyncLimits:

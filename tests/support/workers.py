@@ -6,13 +6,15 @@ from typing import Any
 
 import ray
 
+from pipeline.code_version import installed_code_version
 from pipeline.worker.names import worker_name
 
 
 def worker_stats(provider: str, replica: int) -> dict[str, Any]:
     """A worker actor's counters (``ProviderWorker.stats``)."""
     handle = ray.get_actor(
-        worker_name(provider, replica), namespace="metasync"
+        worker_name(provider, replica, installed_code_version()),
+        namespace="metasync",
     )
     stats: dict[str, Any] = ray.get(handle.stats.remote(), timeout=30)
     return stats

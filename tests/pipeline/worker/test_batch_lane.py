@@ -14,11 +14,18 @@ from pipeline.catalog import Pricing
 from pipeline.states import Status
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
+from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore
-from pipeline.worker.names import worker_name
+from pipeline.worker.names import worker_role
 from providers.batch import batch_client
 from providers.fake import fake_model_config
-from tests.support.inprocess import job_items, make_worker, submit, wait_done
+from tests.support.inprocess import (
+    job_items,
+    local_sync,
+    make_worker,
+    submit,
+    wait_done,
+)
 
 pytestmark = pytest.mark.anyio
 _WAIT_SECONDS = 60
@@ -56,7 +63,10 @@ async def test_batch_items_go_through_provider_batches_not_live_calls(
     assert fake.stats("bl1")["requests"] == 0
     assert fake.batch_stats()["openai"]["creates"] > creates
     records = await store.raw("provider_batches").find({}).to_list()
-    assert records and {r["owner"] for r in records} == {worker.name}
+    # Owned by the worker's role: its name without the code version.
+    assert records and {r["owner"] for r in records} == {
+        worker_role("openai", 0)
+    }
     assert {r["state"] for r in records} == {"collected"}
 
 
@@ -124,15 +134,16 @@ async def test_a_worker_moves_only_its_own_provider_batches(env, fake_thread):
                 Pricing(),
             )
         },
-        owner=worker_name("openai", 0),
+        owner=worker_role("openai", 0),
     )
     [record] = await first.submit("bl3", await job_items(store, job["_id"]))
     await client.aclose()
     polls = fake.batch_stats()["openai"].get("polls", 0)
 
     # Replica 1 runs rounds, and leaves replica 0's batch alone.
-    other = make_worker(_settings(settings), store)
-    other.replica, other.name = 1, worker_name("openai", 1)
+    other = ProviderWorker(
+        "openai", 1, _settings(settings), local_sync(), store=store
+    )
     await other.start()
     assert other.batch_lane is not None
     async with asyncio.timeout(_WAIT_SECONDS):
@@ -143,7 +154,7 @@ async def test_a_worker_moves_only_its_own_provider_batches(env, fake_thread):
     stored = await store.raw("provider_batches").find_one({"_id": record.id})
     assert stored["state"] == "submitted"
 
-    # Replica 0 restarted (the same name) takes its batch back.
+    # Replica 0 restarted (the same role) takes its batch back.
     successor = make_worker(_settings(settings), store)
     await successor.start()
     done = await wait_done(store, job["_id"], _WAIT_SECONDS)

@@ -20,7 +20,13 @@ from pipeline.worker.item_store import ItemStore, Outcome
 from pipeline.worker.process import cancel_all
 from pipeline.worker.retry import RetryPolicy
 from tests.support.flaky import FlakyCollection
-from tests.support.inprocess import job_items, make_worker, submit, wait_done
+from tests.support.inprocess import (
+    OPENAI_0,
+    job_items,
+    make_worker,
+    submit,
+    wait_done,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -77,8 +83,8 @@ async def test_a_writer_killed_mid_batch_leaves_consistent_counts(
     job = await submit(store, settings, fake_thread, 4)
     reader = _Reader(store, job["_id"])
     items = await job_items(store, job["_id"])
-    dead = ItemStore(store, "metasync-worker-openai-0/dead")
-    claimed = await dead.claim(items, "metasync-worker-openai-0/dead/1", 60)
+    dead = ItemStore(store, f"{OPENAI_0}/dead")
+    claimed = await dead.claim(items, f"{OPENAI_0}/dead/1", 60)
     outcomes = [
         Outcome(item=i, status=Status.PROCESSED, result={"text": "x"})
         for i in claimed

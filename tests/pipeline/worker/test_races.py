@@ -18,6 +18,7 @@ from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
+    OPENAI_0,
     job_items,
     local_sync,
     make_worker,
@@ -94,17 +95,15 @@ async def test_a_claim_never_returns_an_item_twice(env, fake_thread):
     store, _, settings = env
     job = await submit(store, settings, fake_thread, 2)
     items = await job_items(store, job["_id"])
-    lane = ItemStore(store, "metasync-worker-openai-0/x")
+    lane = ItemStore(store, f"{OPENAI_0}/x")
     copies = [dict(i) for i in items]
-    claimed = await lane.claim(
-        items + copies, "metasync-worker-openai-0/x/1", 60
-    )
+    claimed = await lane.claim(items + copies, f"{OPENAI_0}/x/1", 60)
     assert sorted(i["_id"] for i in claimed) == [i["_id"] for i in items]
 
 
 # -- counter settlement and the writer's retries ----------------------
 
-LANE = "metasync-worker-openai-0/live"
+LANE = f"{OPENAI_0}/live"
 
 
 async def _claimed(store, settings, fake, n=4, claim=2):

@@ -18,6 +18,7 @@ from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
+    OPENAI_0,
     add_model,
     local_sync,
     make_worker,
@@ -117,8 +118,8 @@ async def test_a_crash_between_journal_and_item_writes_is_settled(
     store, _, settings = env
     job = await submit(store, settings, fake_thread, 4)
     items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
-    dead = ItemStore(store, "metasync-worker-openai-0/dead")
-    claimed = await dead.claim(items, "metasync-worker-openai-0/dead/1", 60)
+    dead = ItemStore(store, f"{OPENAI_0}/dead")
+    claimed = await dead.claim(items, f"{OPENAI_0}/dead/1", 60)
     outcomes = [
         Outcome(
             item=i,
@@ -142,10 +143,8 @@ async def test_a_crash_between_journal_and_item_writes_is_settled(
     assert [e["b"] for e in half["journal"]] == ["b-crash"]
     assert half["active"]
 
-    successor = ItemStore(store, "metasync-worker-openai-0/alive")
-    settled = await successor.recover_journal(
-        half, {"metasync-worker-openai-0/dead"}
-    )
+    successor = ItemStore(store, f"{OPENAI_0}/alive")
+    settled = await successor.recover_journal(half, {f"{OPENAI_0}/dead"})
     assert settled == 1
     fixed = await store.raw("jobs").find_one({"_id": job["_id"]})
     assert fixed["counts"]["PROCESSED"] == 0
@@ -169,8 +168,8 @@ async def test_a_crash_between_item_and_count_writes_is_settled(
     store, _, settings = env
     job = await submit(store, settings, fake_thread, 2)
     items = await store.raw("items").find({"jobId": job["_id"]}).to_list()
-    dead = ItemStore(store, "metasync-worker-openai-0/dead")
-    claimed = await dead.claim(items, "metasync-worker-openai-0/dead/1", 60)
+    dead = ItemStore(store, f"{OPENAI_0}/dead")
+    claimed = await dead.claim(items, f"{OPENAI_0}/dead/1", 60)
     outcomes = [
         Outcome(item=i, status=Status.PROCESSED, result={"text": "x"})
         for i in claimed
@@ -183,7 +182,7 @@ async def test_a_crash_between_item_and_count_writes_is_settled(
     await asyncio.gather(write, return_exceptions=True)
     half = await store.raw("jobs").find_one({"_id": job["_id"]})
     assert half["counts"]["PROCESSED"] == 0
-    successor = ItemStore(store, "metasync-worker-openai-0/alive")
+    successor = ItemStore(store, f"{OPENAI_0}/alive")
     assert await successor.recover_journal(half, {dead.lane}) == 1
     fixed = await store.raw("jobs").find_one({"_id": job["_id"]})
     assert fixed["counts"]["PROCESSED"] == 2

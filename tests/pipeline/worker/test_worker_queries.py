@@ -5,7 +5,7 @@ from bson import ObjectId
 
 from pipeline.jobs.shapes import JobOptions, new_job
 from pipeline.worker.item_store import ACTIVE_JOBS, ItemStore
-from tests.support.inprocess import job_items, submit
+from tests.support.inprocess import OPENAI_0, job_items, submit
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,7 @@ async def test_active_jobs_are_found_through_an_index(env):
         job["active"] = n % 10 == 0
         jobs.append(job)
     await store.raw("jobs").insert_many(jobs)
-    lane = ItemStore(store, "metasync-worker-openai-0/x")
+    lane = ItemStore(store, f"{OPENAI_0}/x")
     active = await lane.active_jobs()
     assert sorted(j["_id"] for j in active) == sorted(
         j["_id"] for j in jobs if j["active"]
@@ -42,7 +42,7 @@ async def test_leased_items_are_read_for_our_models_and_fields_only(
     store, _, settings = env
     ours = await submit(store, settings, fake_thread, 3, model="m1")
     theirs = await submit(store, settings, fake_thread, 3, model="x9")
-    lane = ItemStore(store, "metasync-worker-openai-0/x")
+    lane = ItemStore(store, f"{OPENAI_0}/x")
     claimed = []
     for job in (ours, theirs):
         items = await job_items(store, job["_id"])
