@@ -162,3 +162,51 @@ async def test_a_worker_moves_only_its_own_provider_batches(env, fake_thread):
     assert done["status"] == Status.PROCESSED
     items = await job_items(store, job["_id"])
     assert {i["result"]["via"] for i in items} == {"batch"}
+
+
+async def test_a_deploys_successor_takes_over_the_provider_batches(
+    env, fake_thread
+):
+    store, _, settings = env
+    fake = fake_thread
+    job = await submit(store, settings, fake, 3, model="bl4", mode="batch")
+    fake.configure(models={"bl4": {"batch": {"durationMs": 30}}})
+    # The old version's worker: its rounds sleep for an hour after the
+    # first, so only the submission below reaches the provider.
+    old = ProviderWorker(
+        "openai",
+        0,
+        settings.with_overrides(
+            code_version="old", batch_submit_interval=3600
+        ),
+        local_sync(),
+        store=store,
+    )
+    await old.notify_job(job)
+    assert old.batch_lane is not None
+    async with asyncio.timeout(_WAIT_SECONDS):
+        while len(old.batch_lane.collected["bl4"]) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    collected = list(old.batch_lane.collected["bl4"].values())
+    [record] = await old.batch_lane.submitter.submit("bl4", collected)
+    await old.begin_drain()
+    await old.drained()
+    stored = await store.raw("provider_batches").find_one({"_id": record.id})
+    assert stored["state"] == "submitted"
+
+    new = ProviderWorker(
+        "openai",
+        0,
+        settings.with_overrides(
+            code_version="new", batch_submit_interval=0.05
+        ),
+        local_sync(),
+        store=store,
+    )
+    assert new.name != old.name
+    await new.start()
+    done = await wait_done(store, job["_id"], _WAIT_SECONDS)
+    await new.stop()
+    assert done["status"] == Status.PROCESSED
+    stored = await store.raw("provider_batches").find_one({"_id": record.id})
+    assert stored["state"] == "collected"
