@@ -81,6 +81,10 @@ class Settings:
     admin_api_key: SecretStr = _UNSET
     #: Seconds between a worker's safety-net polls of the database.
     poll_interval: float = 10.0
+    #: Seconds between a worker's rounds of provider batches: items of
+    #: batch jobs collected since the last round are submitted, and open
+    #: provider batches polled (and collected once ended).
+    batch_submit_interval: float = 60.0
     #: Items a worker claims per round.
     max_items_per_batch: int = 50
     #: In-flight calls per model when the catalog gives no maxConcurrency.
@@ -218,6 +222,7 @@ class Settings:
         """
         positive = {
             "POLL_INTERVAL": self.poll_interval,
+            "BATCH_SUBMIT_INTERVAL": self.batch_submit_interval,
             "MAX_ITEMS_PER_BATCH": self.max_items_per_batch,
             "NUM_LLM_WORKERS": self.num_llm_workers,
             "MAX_ITEMS_PER_JOB": self.max_items_per_job,

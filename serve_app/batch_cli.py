@@ -30,8 +30,9 @@ from pipeline.batch.records import (
     BatchResult,
     Progress,
 )
-from pipeline.errors import MetasyncError
+from pipeline.errors import MetasyncError, ValidationFailed
 from pipeline.jobs.item_ids import MAX_ITEMS_PER_JOB
+from pipeline.jobs.mode import MODES, job_mode
 
 #: Bad lines printed; the count says how many more.
 SHOWN_PROBLEMS = 20
@@ -85,6 +86,17 @@ def add_parser(commands: Any) -> None:
         "--cache",
         action="store_true",
         help="reuse stored answers of identical requests at temperature 0",
+    )
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        help="live calls, the providers' batch APIs (about half the "
+        "price, answered within a day), or auto (batch while --deadline "
+        "allows); default live, or auto with --deadline",
+    )
+    run.add_argument(
+        "--deadline",
+        help="how long each job may take, e.g. 24h (s, m, h or d)",
     )
     run.add_argument(
         "--chunk-items",
@@ -175,6 +187,11 @@ def _count(value: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
+    try:
+        mode, deadline = job_mode(args.mode, args.deadline)
+    except ValidationFailed as error:
+        _fail(f"--{error.message}")
+        return 2
     bar = ProgressBar()
     try:
         opener = backend_opener(args.url, None)
@@ -182,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
             priority=args.priority,
             max_attempts=args.max_attempts,
             cache=args.cache,
+            mode=mode,
+            deadline=deadline,
             chunk_items=args.chunk_items,
         )
 

@@ -73,6 +73,8 @@ def service_env(
         "DOCS_SECRET": DOCS_SECRET,
         PROVIDER_KEY_VARIABLE: PROVIDER_KEY,
         "POLL_INTERVAL": "3",
+        # Batch jobs: a round of provider batches twice a second.
+        "BATCH_SUBMIT_INTERVAL": "0.5",
         # Two workers per provider: every test also checks that limits
         # hold across replicas.
         "WORKER_REPLICAS": "2",

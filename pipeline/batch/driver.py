@@ -238,6 +238,8 @@ class BatchDriver:
                 priority=self._options.priority,
                 max_attempts=self._options.max_attempts,
                 cache=self._options.cache,
+                mode=self._options.mode,
+                deadline=self._options.deadline,
             ),
             chunks=scan.chunks,
         )

@@ -85,7 +85,10 @@ class HttpBackend:
             "maxAttempts": options.max_attempts,
             "cache": options.cache,
             "idempotencyKey": options.idempotency_key,
+            "mode": options.mode,
         }
+        if options.deadline is not None:
+            body["deadline"] = f"{int(options.deadline.total_seconds())}s"
         job = await self._request("POST", "/jobs", json=body)
         return str(job["id"])
 

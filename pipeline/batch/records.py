@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from pipeline.batch.state import Totals
@@ -29,6 +30,8 @@ class BatchOptions:
         max_attempts: Attempts per item.
         cache: Reuse stored results of identical requests at
             temperature 0.
+        mode: ``live``, ``batch`` or ``auto`` (:mod:`pipeline.jobs.mode`).
+        deadline: How long each job may take, or None.
         chunk_items: Items per job at most.
         chunk_bytes: Bytes of input lines per job at most.
         active_jobs: Jobs submitted ahead of the results written.
@@ -38,6 +41,8 @@ class BatchOptions:
     priority: int = 0
     max_attempts: int = 3
     cache: bool = False
+    mode: str = "live"
+    deadline: timedelta | None = None
     chunk_items: int = DEFAULT_CHUNK_ITEMS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     active_jobs: int = 4

@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,12 @@ class BatchState:
                 "priority": self.options.priority,
                 "maxAttempts": self.options.max_attempts,
                 "cache": self.options.cache,
+                "mode": self.options.mode,
+                "deadlineSeconds": (
+                    self.options.deadline.total_seconds()
+                    if self.options.deadline is not None
+                    else None
+                ),
             },
             "chunks": [chunk.to_doc() for chunk in self.chunks],
             "outputBytes": self.output_bytes,
@@ -152,6 +159,13 @@ class BatchState:
                 priority=options["priority"],
                 max_attempts=options["maxAttempts"],
                 cache=options["cache"],
+                # States written before modes existed ran live.
+                mode=options.get("mode", "live"),
+                deadline=(
+                    timedelta(seconds=options["deadlineSeconds"])
+                    if options.get("deadlineSeconds") is not None
+                    else None
+                ),
             ),
             chunks=[Chunk.from_doc(chunk) for chunk in doc["chunks"]],
             output_bytes=doc["outputBytes"],

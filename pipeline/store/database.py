@@ -114,9 +114,15 @@ INDEXES: dict[str, list[IndexModel]] = {
         # model) made SecantusDB scan every item.
         IndexModel([("leaseExpiresAt", ASCENDING)], sparse=True),
     ],
-    # One record per provider batch; the open ones are polled by state.
+    # One record per provider batch; each worker polls its open ones.
     "provider_batches": [
-        IndexModel([("state", ASCENDING), ("provider", ASCENDING)]),
+        IndexModel(
+            [
+                ("owner", ASCENDING),
+                ("provider", ASCENDING),
+                ("state", ASCENDING),
+            ]
+        ),
     ],
     "runs": [
         _newest_by_client(),
@@ -133,6 +139,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 OBSOLETE_INDEXES: dict[str, list[str]] = {
     "clients": ["_metadata.isDeleted_1_createdAt_-1"],
     "jobs": ["status_1"],
+    "provider_batches": ["state_1_provider_1"],
 }
 
 

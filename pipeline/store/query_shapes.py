@@ -171,6 +171,16 @@ QUERY_SHAPES: list[QueryShape] = [
         {"leaseExpiresAt": {"$gte": _ANY_TIME}},
         "JobService.processing_counts, ItemStore.leased_* (worker)",
     ),
+    # provider batches
+    QueryShape(
+        "provider_batches",
+        {
+            "state": {"$in": ["claimed", "submitted"]},
+            "provider": "openai",
+            "owner": "metasync-worker-openai-0",
+        },
+        "BatchLedger.open_records (worker's batch rounds)",
+    ),
     # optimizer
     *_by_client("runs", "RunStore.list_runs"),
     *_by_client("datasets", "RunStore.list_datasets"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,11 @@ class Backlog:
         # read both see it PENDING): queued twice, it would be claimed,
         # sent and counted twice.
         self._queued: set[ObjectId] = set()
+        #: Takes items that are not for live calls (the batch lane's
+        #: :meth:`~pipeline.worker.batch_lane.BatchLane.take`): every
+        #: item queued, found by a window read, a lease taken back or a
+        #: requeue, passes it first.
+        self.divert: Callable[[Item], bool] | None = None
 
     def add_job(self, track: JobTrack) -> None:
         """Track a job (replacing an older track of it)."""
@@ -149,6 +155,8 @@ class Backlog:
         if track is None:
             return
         for item in items:
+            if self.divert is not None and self.divert(item):
+                continue
             if item["_id"] not in self._queued:
                 self._queued.add(item["_id"])
                 track.ready.setdefault(item["model"], deque()).append(item)
@@ -172,6 +180,8 @@ class Backlog:
         An item already queued is not queued again.
         """
         if item["_id"] in self._queued:
+            return
+        if self.divert is not None and self.divert(item):
             return
         self._queued.add(item["_id"])
         heapq.heappush(self._retries, (due, next(self._tie), item))

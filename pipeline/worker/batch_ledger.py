@@ -85,10 +85,22 @@ class BatchLedger:
         )
         record.cancel_requested = True
 
-    async def open_records(self, provider: str) -> list[ProviderBatchRecord]:
-        """A provider's records not yet collected, oldest first."""
+    async def open_records(
+        self, provider: str, owner: str | None = None
+    ) -> list[ProviderBatchRecord]:
+        """An owner's records of a provider not yet collected, oldest first.
+
+        Args:
+            provider: The provider's registry name.
+            owner: The worker that wrote them (None: records written
+                without an owner).
+        """
         docs = await self.records.find(
-            {"state": {"$in": list(OPEN_STATES)}, "provider": provider}
+            {
+                "state": {"$in": list(OPEN_STATES)},
+                "provider": provider,
+                "owner": owner,
+            }
         ).to_list()
         records = [ProviderBatchRecord.from_doc(d) for d in docs]
         return sorted(records, key=lambda r: r.created_at)

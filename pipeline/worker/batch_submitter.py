@@ -76,6 +76,9 @@ class BatchSubmitter:
         policy: The retry policy of live calls.
         rng: Source of retry jitter.
         clock: The current time (tests move it).
+        owner: The worker role whose records these are: it writes them
+            and moves only them, so a restarted worker (the same role)
+            takes its records back and two replicas never poll one batch.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class BatchSubmitter:
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
+        owner: str | None = None,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -98,6 +102,7 @@ class BatchSubmitter:
         self.policy = policy or RetryPolicy()
         self.rng = rng or random.Random()
         self.clock = clock
+        self.owner = owner
 
     async def submit(
         self, model_name: str, items: list[Item]
@@ -112,6 +117,7 @@ class BatchSubmitter:
             The records made, submitted (items others took are left out).
         """
         model = self.models[model_name]
+        await self._resolve_prompts(items)
         by_id = {str(item["_id"]): item for item in items}
         requests = [
             BatchRequest(custom_id, item_request(item))
@@ -127,6 +133,7 @@ class BatchSubmitter:
                 item_ids=[item["_id"] for item in group_items],
                 created_at=self.clock(),
                 job_ids=sorted({item["jobId"] for item in group_items}),
+                owner=self.owner,
             )
             await self.ledger.add(record)
             claimed = await self.items.claim(
@@ -135,24 +142,46 @@ class BatchSubmitter:
             if not claimed:
                 await self.ledger.mark_collected(record, self.clock())
                 continue
+            await self.items.mark_started({i["jobId"] for i in claimed})
             await self._send(record, model, claimed)
             records.append(record)
         return records
 
-    async def advance(self) -> None:
-        """Move every open record of the provider one step on."""
-        for record in await self.ledger.open_records(self.provider):
+    async def advance(self) -> list[Outcome]:
+        """Move every open record of this owner one step on.
+
+        Returns:
+            The outcomes written that put items back to PENDING (line
+            errors to retry, lines that never ran) of jobs not canceled:
+            nobody else queues them again.
+        """
+        again: list[Outcome] = []
+        records = await self.ledger.open_records(self.provider, self.owner)
+        for record in records:
             model = self.models.get(record.model)
             if model is None:
                 continue
-            if record.state == "claimed":
-                await self._resume(record, model)
-            else:
-                await self._check(record, model)
+            # One batch failing (the vendor or the database briefly
+            # gone) must not hold the others back: it is tried again in
+            # the next round.
+            try:
+                if record.state == "claimed":
+                    await self._resume(record, model)
+                else:
+                    again += await self._check(record, model)
+            except Exception as error:
+                log.warning(
+                    "provider_batch_step_failed",
+                    record=str(record.id),
+                    model=record.model,
+                    error=str(error),
+                )
+        return again
 
     async def _send(
         self, record: ProviderBatchRecord, model: BatchModel, items: list[Item]
     ) -> None:
+        await self._resolve_prompts(items)
         requests = [
             BatchRequest(str(item["_id"]), item_request(item))
             for item in items
@@ -191,7 +220,7 @@ class BatchSubmitter:
 
     async def _check(
         self, record: ProviderBatchRecord, model: BatchModel
-    ) -> None:
+    ) -> list[Outcome]:
         assert record.ref is not None
         if not record.cancel_requested and await self._jobs_canceled(record):
             await self.client.cancel(model.config, model.api_key, record.ref)
@@ -201,13 +230,13 @@ class BatchSubmitter:
             model.config, model.api_key, record.ref
         )
         if not status.ended:
-            return
+            return []
         lines: dict[str, Completion | LineError] = {}
         async for custom_id, line in self.client.results(
             model.config, model.api_key, record.ref
         ):
             lines[custom_id] = line
-        await self._write(record, model, lines)
+        again = await self._write(record, model, lines)
         await self.ledger.mark_collected(record, self.clock())
         log.info(
             "provider_batch_collected",
@@ -216,6 +245,29 @@ class BatchSubmitter:
             state=status.state,
             answered=sum(isinstance(v, Completion) for v in lines.values()),
         )
+        return again
+
+    async def _resolve_prompts(self, items: list[Item]) -> None:
+        """Set the system prompt of items that name a prompt version.
+
+        Items store their prompt by reference; the live engine resolves
+        it after its claim, the submitter before building requests (and
+        again for items read back when resuming a record).
+        """
+        unresolved = [
+            item
+            for item in items
+            if item.get("promptId") is not None
+            and not item.get("systemPrompt")
+        ]
+        if not unresolved:
+            return
+        texts = await self.items.system_prompts(
+            {(item["promptId"], item["promptVersion"]) for item in unresolved}
+        )
+        for item in unresolved:
+            key = (item["promptId"], item["promptVersion"])
+            item["systemPrompt"] = texts.get(key)
 
     async def _held(self, record: ProviderBatchRecord) -> list[Item]:
         """The record's items still leased to it."""
@@ -232,7 +284,7 @@ class BatchSubmitter:
         record: ProviderBatchRecord,
         model: BatchModel,
         lines: Mapping[str, Completion | LineError],
-    ) -> None:
+    ) -> list[Outcome]:
         held = await self._held(record)
         now = self.clock()
         outcomes = []
@@ -274,6 +326,11 @@ class BatchSubmitter:
         ]
         if back:
             await self.items.move(back, Status.PENDING, Status.CANCELED)
+        return [
+            o
+            for o in written
+            if o.status == Status.PENDING and o.item["jobId"] not in canceled
+        ]
 
     async def _canceled_jobs(
         self, record: ProviderBatchRecord

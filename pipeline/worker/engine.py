@@ -54,11 +54,12 @@ from pipeline.worker.backlog import (
     window_range,
 )
 from pipeline.worker.base import SyncLimits
+from pipeline.worker.batch_lane import BatchLane, batch_lane
 from pipeline.worker.chat import ChatMixin
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 from pipeline.worker.limits import ModelLimiter, Reservation
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.names import worker_name
+from pipeline.worker.names import worker_name, worker_role
 from pipeline.worker.polling import PollingMixin
 from pipeline.worker.process import RoundTripCounter, cancel_all, tune_gc
 from pipeline.worker.prompt_cache import PromptCache
@@ -139,6 +140,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.taken_over: set[str] = set()
         self._round_trips = RoundTripCounter()
         self._loop_lag_ms = 0.0
+        self.batch_lane: BatchLane | None = None
         self._items: ItemStore
         self._writer: ResultWriter
         self._provider: LLMProvider
@@ -178,6 +180,22 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._catalog = ModelCatalog(store)
             self._provider = get_provider(self.provider_name)
             self._writer = ResultWriter(self._items, self._written)
+            # Items of batch jobs go to provider batches, not live calls.
+            # Their records belong to the role (provider and replica,
+            # no version): a restart or a deploy's successor takes them.
+            self.batch_lane = batch_lane(
+                self.provider_name,
+                worker_role(self.provider_name, self.replica),
+                self.holder,
+                store,
+                self.settings,
+                lambda: self.models,
+                self._is_canceled,
+                policy=self._retry,
+                rng=self._rng,
+            )
+            if self.batch_lane is not None:
+                self.backlog.divert = self.batch_lane.take
             await self._refresh_models()
             await self._sync_once()
             if self._draining:  # retired while starting: claim nothing
@@ -191,6 +209,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 asyncio.create_task(self._writer.run(), name="writer"),
                 asyncio.create_task(self._watch_loop_lag(), name="lag"),
             ]
+            if self.batch_lane is not None:
+                self._loops.append(
+                    asyncio.create_task(self.batch_lane.run(), name="batches")
+                )
             self._started = True
             tune_gc()
             log.info(
@@ -209,6 +231,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         await cancel_all(self._loops)
         await self._writer.flush()
         await self._provider.aclose()
+        if self.batch_lane is not None:
+            await self.batch_lane.aclose()
         self._started = False
 
     # -- retirement (a deploy of other code) ----------------------------
@@ -223,8 +247,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
         """
         self._draining = True
         for task in self._loops:
-            if task.get_name() == "poller":
-                # Lease recovery and job tracking are the successor's.
+            if task.get_name() in ("poller", "batches"):
+                # Lease recovery, job tracking and the provider batches
+                # (owned by the role, not the version) are the
+                # successor's.
                 await cancel_all([task])
         if sync_limits is not None:
             self._sync_limits = sync_limits
@@ -267,6 +293,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         await cancel_all(self._loops)
         await self._persist(self._writer.flush, "write outcomes")
         await self._provider.aclose()
+        if self.batch_lane is not None:
+            await self.batch_lane.aclose()
         self._started = False
         log.info(
             "worker_drained",
@@ -357,6 +385,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             "waiting": {m: len(q) for m, q in self.waiting.items()},
             "unwritten": self._writer.pending if self._started else 0,
             "loopLagMs": round(self._loop_lag_ms, 1),
+            "batches": self.batch_lane.stats() if self.batch_lane else None,
             "metrics": self.metrics.snapshot(),
         }
 

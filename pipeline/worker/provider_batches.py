@@ -6,21 +6,43 @@ Jobs that can wait (``mode: "batch"``, or ``"auto"`` with a far
 jobs, items, results or guarantees changes; this part sits beside the
 live engine (:mod:`pipeline.worker.engine`), not inside it.
 
-Job options (submission; not built yet)
+Job options (:mod:`pipeline.jobs.mode`)
     ``mode``: ``live`` (default), ``batch`` or ``auto``; ``deadline``: a
     duration (``"24h"``) stored as an instant. Every item stores its
     job's mode, so a worker's window read tells batch items from live
     ones. A model whose provider has no batch API (``azure_inference``,
     plugins) runs its items live, and the job lists it under
-    ``liveOnly``.
+    ``liveOnlyProviders``.
+
+Where batch items go (:mod:`pipeline.worker.batch_lane`)
+    A provider's worker hands every item it would queue for live calls
+    (window reads, leases taken back, requeues) to its batch lane first;
+    the lane keeps the items of ``batch`` jobs, per model, and every
+    ``BATCH_SUBMIT_INTERVAL`` runs a round: :meth:`BatchSubmitter.submit`
+    for what it collected, then :meth:`BatchSubmitter.advance`. Items a
+    batch gives back (a line error to retry, a line that never ran) are
+    collected again for a later round, once due.
 
 The record of a provider batch (:class:`ProviderBatchRecord`)
     One document per provider batch in ``provider_batches``, written
-    *before* anything reaches the provider: its model, its items' ids
-    and a state. ``claimed`` → ``submitted`` (the vendor's reference
-    stored) → ``collected``. The worker that owns the record holds a
-    lease on it, as on items, so one replica polls each batch and a
-    successor takes it over.
+    *before* anything reaches the provider: its model, its items' ids,
+    a state and its owner. ``claimed`` → ``submitted`` (the vendor's
+    reference stored) → ``collected``.
+
+One owner per record
+    A record carries the role of the worker that wrote it (its actor
+    name without the code version: provider and replica index), and a
+    worker's rounds move only records of its own role. One actor runs a
+    role at a time (a deploy's old worker stops its rounds when it
+    begins to drain, before its successor starts), so no two processes
+    poll one batch; a restarted worker, or the next version's, takes the
+    records back at its first round. The limit: records of a role that
+    no longer runs are moved by nobody. That happens to the records of
+    replica ``k`` once ``WORKER_REPLICAS`` drops to ``k`` or below:
+    their items stay PROCESSING under the batch lease until it runs out
+    (26 h), when lease recovery puts them back to PENDING (an attempt
+    spent, the vendor's answer lost). Raise the replicas again to
+    collect them.
 
 Claiming
     The batch submitter of a provider's worker takes PENDING batch items
@@ -43,7 +65,7 @@ Submitting without doubles
     (still to be built).
 
 Polling and results
-    ``submitted`` records are polled every ``BATCH_POLL_INTERVAL``. When
+    ``submitted`` records are polled every ``BATCH_SUBMIT_INTERVAL``. When
     a batch has ended its lines are read and mapped back by custom id
     (the item's ``_id``): :func:`decide_line` turns each into the item's
     outcome, written through the same journaled, lease-guarded
@@ -64,12 +86,18 @@ Cancel, deadline, cost
     result says ``via: "batch"``.
 
 Built so far: this module (the record, :func:`decide_line`),
-:mod:`pipeline.worker.batch_ledger` and
-:mod:`pipeline.worker.batch_submitter` (submit, resume, poll, collect).
-The job options are read (:mod:`pipeline.jobs.mode`). Still to build:
-the live engine leaving batch items to the submitter and running
-``advance`` on a timer; one replica owning each record; deadline and
-``auto``; Anthropic's resubmission check; fallbacks; the benchmark.
+:mod:`pipeline.worker.batch_ledger`,
+:mod:`pipeline.worker.batch_submitter` (submit, resume, poll, collect,
+cancel), :mod:`pipeline.worker.batch_lane` (the worker leaving batch
+items to the submitter and running its rounds; one owner per record);
+the job options (:mod:`pipeline.jobs.mode`), the HTTP API and the
+offline batch CLI (``--mode``, ``--deadline``). Still to build:
+deadline and ``auto`` (``auto`` items run live for now); a submission
+the vendor refuses for good (a bad key, a request over the byte limit)
+is tried again every round instead of failing its items; the result
+cache for batch items; Anthropic's resubmission check; adopting the
+records of a replica that no longer runs (above); fallbacks; the
+benchmark.
 """
 
 from __future__ import annotations
@@ -112,7 +140,7 @@ class ProviderBatchRecord:
         job_ids: The jobs its items belong to.
         cancel_requested: Whether the vendor was asked to cancel it (its
             jobs were all canceled).
-        owner: The worker lane polling it, and until when.
+        owner: The name of the worker that wrote it and alone moves it.
     """
 
     id: ObjectId
@@ -127,7 +155,6 @@ class ProviderBatchRecord:
     job_ids: list[ObjectId] = field(default_factory=list)
     cancel_requested: bool = False
     owner: str | None = None
-    owner_expires_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,7 +177,6 @@ class ProviderBatchRecord:
             "jobIds": list(self.job_ids),
             "cancelRequested": self.cancel_requested,
             "owner": self.owner,
-            "ownerExpiresAt": self.owner_expires_at,
         }
 
     @classmethod
@@ -177,7 +203,6 @@ class ProviderBatchRecord:
             job_ids=list(doc.get("jobIds") or ()),
             cancel_requested=bool(doc.get("cancelRequested")),
             owner=doc.get("owner"),
-            owner_expires_at=doc.get("ownerExpiresAt"),
         )
 
 

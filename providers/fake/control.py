@@ -71,6 +71,11 @@ class FakeControl:
         seen = self._call("GET", "/_fake/stats")["models"]
         return cast(dict[str, dict[str, Any]], seen)
 
+    def batches(self) -> dict[str, dict[str, int]]:
+        """Batch calls per vendor: files, creates, polls, cancels..."""
+        seen = self._call("GET", "/_fake/stats").get("batches") or {}
+        return cast(dict[str, dict[str, int]], seen)
+
     def stats(self, model: str) -> dict[str, Any]:
         """What it saw of one model (zeros if never called)."""
         return self.models().get(model, dict(NEVER_CALLED))

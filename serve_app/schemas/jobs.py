@@ -118,6 +118,11 @@ class ItemResult(ApiModel):
     latency_ms: float
     cost: float = 0.0
     cached: bool = False
+    via: Literal["live", "batch"] = Field(
+        "live",
+        description="how it was answered: a live call, or the provider's "
+        "batch API (at the model's batch price)",
+    )
 
 
 class ItemError(ApiModel):

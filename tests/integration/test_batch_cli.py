@@ -140,6 +140,50 @@ def test_http_batch_is_interrupted_and_resumed(
     assert {job["status"] for job in jobs} == {"CONSUMED"}
 
 
+def test_mode_batch_sends_every_job_through_provider_batches(
+    http,
+    admin_headers,
+    fake,
+    client_a,
+    base_url,
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    model = _model(http, admin_headers, fake)
+    fake.configure({model: {"batch": {"durationMs": 200}}})
+    n = 30
+    source = _input(tmp_path / "in.jsonl", model, n)
+    output = tmp_path / "out.jsonl"
+    monkeypatch.setenv("METASYNC_API_KEY", client_a.api_key)
+    args = ["batch", "run", str(source), "-o", str(output), "--url", base_url]
+    status = main([*args, "--mode", "batch", "--chunk-items", "10"])
+    assert status == 0, capsys.readouterr().err
+    lines = _assert_each_once(output, n)
+    assert all(line["error"] is None for line in lines)
+    jobs = http.get("/jobs", headers=client_a.headers).json()["items"]
+    assert len(jobs) == 3
+    assert {job["mode"] for job in jobs} == {"batch"}
+    # Answered by provider batches: no live call reached the provider.
+    assert fake.stats(model)["requests"] == 0
+
+
+def test_a_bad_mode_or_deadline_is_refused_before_anything_runs(
+    tmp_path, capsys
+):
+    source = tmp_path / "in.jsonl"
+    source.write_text("")
+    args = ["batch", "run", str(source), "-o", str(tmp_path / "out.jsonl")]
+    assert main([*args, "--mode", "batch", "--deadline", "2h"]) == 2
+    assert "--deadline: a batch job may take" in capsys.readouterr().err
+    assert main([*args, "--deadline", "soon"]) == 2
+    assert "--deadline: a positive whole number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--mode", "later"])
+    assert "invalid choice: 'later'" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_bad_lines_are_reported_and_nothing_is_submitted(
     http,
     admin_headers,

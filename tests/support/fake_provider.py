@@ -35,6 +35,10 @@ class FakeProviderProcess:
         """What the server saw of one model (zeros if never called)."""
         return self._control.stats(model)
 
+    def batch_stats(self) -> dict[str, dict[str, int]]:
+        """Batch calls per vendor (creates, polls, cancels...)."""
+        return self._control.batches()
+
     def stop(self) -> None:
         """Stop the process."""
         self._process.stop()

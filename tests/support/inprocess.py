@@ -88,6 +88,7 @@ async def submit(
     *,
     max_attempts: int = 5,
     limits: dict[str, Any] | None = None,
+    mode: str = "live",
 ) -> dict[str, Any]:
     """Submit a job of ``n`` inline items (``item 0``, ``item 1``...)."""
     await add_model(store, fake, model, latency_ms, limits)
@@ -98,7 +99,7 @@ async def submit(
         ObjectId(),
         Quotas(),
         [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
-        JobOptions(max_attempts=max_attempts),
+        JobOptions(max_attempts=max_attempts, mode=mode),
     )
     return job
 

@@ -1,5 +1,7 @@
 """The state file: round trip, atomic replacement, the lock."""
 
+from datetime import timedelta
+
 import pytest
 
 from pipeline.batch.backend import ResultItem
@@ -31,7 +33,13 @@ def _state():
         input_bytes=30,
         items=3,
         target="http://x",
-        options=JobOptions(priority=2, max_attempts=5, cache=True),
+        options=JobOptions(
+            priority=2,
+            max_attempts=5,
+            cache=True,
+            mode="auto",
+            deadline=timedelta(hours=30),
+        ),
         chunks=chunks,
         output_bytes=123,
         totals=totals,
