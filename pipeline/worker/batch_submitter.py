@@ -38,6 +38,7 @@ from pipeline.worker.requests import item_request
 from pipeline.worker.retry import RetryPolicy
 from providers.base import Completion
 from providers.batch import BatchClient, BatchRequest, LineError
+from providers.errors import ProviderError
 
 log = get_logger(__name__)
 
@@ -186,9 +187,15 @@ class BatchSubmitter:
             BatchRequest(str(item["_id"]), item_request(item))
             for item in items
         ]
-        ref = await self.client.submit(
-            model.config, model.api_key, requests, label=str(record.id)
-        )
+        try:
+            ref = await self.client.submit(
+                model.config, model.api_key, requests, label=str(record.id)
+            )
+        except ProviderError as error:
+            if error.retryable:
+                raise  # the record stays claimed: the next round resumes
+            await self._refused(record, model, items, error)
+            return
         await self.ledger.mark_submitted(record, ref, self.clock())
         log.info(
             "provider_batch_submitted",
@@ -196,6 +203,31 @@ class BatchSubmitter:
             items=len(items),
             batch=ref.batch_id,
         )
+
+    async def _refused(
+        self,
+        record: ProviderBatchRecord,
+        model: BatchModel,
+        items: list[Item],
+        error: ProviderError,
+    ) -> None:
+        """Settle a batch the provider refused for good.
+
+        A missing or wrong key, a request it rejects: every submission
+        would be refused alike, so each item's line is that error,
+        decided as a live call's would be (a permanent error fails it).
+        """
+        log.warning(
+            "provider_batch_refused",
+            model=model.name,
+            items=len(items),
+            error=error.message,
+        )
+        lines: dict[str, Completion | LineError] = {
+            str(item["_id"]): LineError(error) for item in items
+        }
+        await self._write(record, model, lines)
+        await self.ledger.mark_collected(record, self.clock())
 
     async def _resume(
         self, record: ProviderBatchRecord, model: BatchModel

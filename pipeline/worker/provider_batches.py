@@ -91,11 +91,14 @@ Built so far: this module (the record, :func:`decide_line`),
 cancel), :mod:`pipeline.worker.batch_lane` (the worker leaving batch
 items to the submitter and running its rounds; one owner per record);
 the job options (:mod:`pipeline.jobs.mode`), the HTTP API and the
-offline batch CLI (``--mode``, ``--deadline``). Still to build:
-deadline and ``auto`` (``auto`` items run live for now); a submission
-the vendor refuses for good (a bad key, a request over the byte limit)
-is tried again every round instead of failing its items; the result
-cache for batch items; Anthropic's resubmission check; adopting the
+offline batch CLI (``--mode``, ``--deadline``). A submission the
+vendor refuses for good (a permanent error: a missing or wrong key, a
+request it rejects) settles its items with that error, as a live call
+would; a transient one leaves the record to the next round. Still to
+build: deadline and ``auto`` (``auto`` items run live for now); a
+provider batch that *fails* puts its items back unspent, so one that
+always fails is submitted again each round; the result cache for batch
+items; Anthropic's resubmission check; adopting the
 records of a replica that no longer runs (above); fallbacks; the
 benchmark.
 """

@@ -196,3 +196,29 @@ async def test_canceling_the_job_cancels_its_provider_batch(parts):
     assert {i["attempts"] for i in items} == {0}
     stored = await store.raw("jobs").find_one({"_id": job["_id"]})
     assert stored["counts"][Status.CANCELED] == 3
+
+
+async def test_a_submission_the_provider_refuses_for_good_fails_its_items(
+    parts,
+):
+    store, settings, fake, client, ledger = parts
+    job = await submit(store, settings, fake, 2, model="bm6", max_attempts=3)
+    # A model whose key is missing: every submission would be refused
+    # the same way, so retrying it each round would go on for ever.
+    keyless = BatchModel(
+        "bm6",
+        fake_model_config("openai", "bm6", fake.url, auth="key"),
+        None,
+        PRICING,
+    )
+    submitter = BatchSubmitter(
+        "openai", client, ItemStore(store, LANE), ledger, {"bm6": keyless}
+    )
+    records = await submitter.submit("bm6", await job_items(store, job["_id"]))
+    assert [r.state for r in records] == ["collected"]
+    assert not await ledger.open_records("openai")
+    items = await job_items(store, job["_id"])
+    assert {i["status"] for i in items} == {Status.FAILED}
+    assert {i["error"]["type"] for i in items} == {"auth"}
+    stored = await store.raw("jobs").find_one({"_id": job["_id"]})
+    assert stored["counts"][Status.FAILED] == 2
