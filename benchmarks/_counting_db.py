@@ -88,6 +88,17 @@ def documents(
     return counts
 
 
+def _shape(name: str, doc: Mapping[str, Any]) -> str:
+    """``"find items {_id}"``: a command, its collection and, for reads,
+    the fields its filter names (the query shape, values left out)."""
+    target = doc.get(name)
+    key = f"{name} {target}" if isinstance(target, str) else name
+    query = doc.get("filter") if name == "find" else None
+    if isinstance(query, Mapping):
+        key += " {" + ",".join(sorted(query)) + "}"
+    return key
+
+
 class DocumentCounter:
     """Totals by kind and by (command, collection); thread-safe."""
 
@@ -95,19 +106,30 @@ class DocumentCounter:
         self._lock = threading.Lock()
         self._totals: Counter[str] = Counter()
         self._by_command: dict[str, Counter[str]] = {}
+        # The key of the find that opened each cursor still open: its
+        # getMore batches are counted under the same query shape.
+        self._cursors: dict[int, str] = {}
 
     def record(
         self, name: str, doc: Mapping[str, Any], reply: Mapping[str, Any]
     ) -> None:
         """Count one command's reply."""
         counts = documents(name, doc, reply)
-        if not any(counts.values()):
-            return
-        target = doc.get("collection") if name == "getMore" else doc.get(name)
-        key = f"{name} {target}" if isinstance(target, str) else name
+        cursor = reply.get("cursor")
+        cursor_id = cursor.get("id") if isinstance(cursor, Mapping) else 0
         with self._lock:
-            self._totals.update(counts)
-            self._by_command.setdefault(key, Counter()).update(counts)
+            if name == "getMore":
+                opened = self._cursors.get(doc.get(name), "getMore")
+                key = f"getMore ({opened})"
+                if not cursor_id:
+                    self._cursors.pop(doc.get(name), None)
+            else:
+                key = _shape(name, doc)
+                if cursor_id:
+                    self._cursors[cursor_id] = key
+            if any(counts.values()):
+                self._totals.update(counts)
+                self._by_command.setdefault(key, Counter()).update(counts)
 
     def report(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Totals by kind, and the same per ``"command collection"``."""

@@ -171,6 +171,11 @@ QUERY_SHAPES: list[QueryShape] = [
         {"leaseExpiresAt": {"$gte": _ANY_TIME}},
         "JobService.processing_counts, ItemStore.leased_* (worker)",
     ),
+    QueryShape(
+        "items",
+        {"leaseExpiresAt": {"$gte": _ANY_TIME, "$lt": _ANY_TIME}},
+        "ItemStore.leased_items (the worker's poll: expired leases)",
+    ),
     # provider batches
     QueryShape(
         "provider_batches",

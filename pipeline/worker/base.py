@@ -47,6 +47,7 @@ class WorkerBase(ABC):
     waiting: dict[str, deque[Item]]
     held: dict[ObjectId, Item]
     taken_over: set[str]
+    _full_lease_scan_due: bool
     metrics: WorkerMetrics
     _items: ItemStore
     _catalog: ModelCatalog

@@ -138,6 +138,8 @@ class ProviderWorker(ChatMixin, PollingMixin):
         #: Names of dead workers whose leases and journal entries this
         #: one takes back as its own earlier life's (see take_over).
         self.taken_over: set[str] = set()
+        # The first lease recovery reads every lease (see polling).
+        self._full_lease_scan_due = True
         self._round_trips = RoundTripCounter()
         self._loop_lag_ms = 0.0
         self.batch_lane: BatchLane | None = None
@@ -312,6 +314,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         without draining, of another code version (another name).
         """
         self.taken_over.update(names)
+        self._full_lease_scan_due = True
 
     async def adopt(self, ids: list[ObjectId]) -> int:
         """Queue items a retired worker made PENDING (see :meth:`drained`).

@@ -163,16 +163,27 @@ class ItemStore:
         )
         return sum([item["jobId"] == job_id async for item in leased])
 
-    async def leased_items(self, models: Iterable[str]) -> list[Item]:
+    async def leased_items(
+        self, models: Iterable[str], expired_before: datetime | None = None
+    ) -> list[Item]:
         """Items of ``models`` currently leased (in flight somewhere).
 
         Only the fields lease recovery needs (:data:`LEASE_FIELDS`); read
         the rest with :meth:`items_by_id` for the items it requeues.
+
+        Args:
+            models: The models whose items are wanted.
+            expired_before: Only leases that ran out before then (a few);
+                None reads every lease (all items in flight: thousands
+                while results queue behind a busy database).
         """
         # Through the lease index alone (see JobService.processing_counts).
         wanted = set(models)
+        bounds: dict[str, datetime] = {"$gte": LEASED}
+        if expired_before is not None:
+            bounds["$lt"] = expired_before
         leased = self.items.find(
-            {"leaseExpiresAt": {"$gte": LEASED}},
+            {"leaseExpiresAt": bounds},
             {**LEASE_FIELDS, "status": 1, "model": 1},
         )
         return [

@@ -140,20 +140,35 @@ class PollingMixin(WorkerBase):
         return held is not None and held["leaseOwner"] == item["leaseOwner"]
 
     async def _recover_leases(self) -> None:
+        """Take back leases that ran out, or that a dead worker held.
+
+        A dead worker's leases (an earlier life's, or a retired one's
+        this worker took over) need every lease read, once after the
+        start or the take-over; after that only expired leases can be
+        stale, and reading them alone keeps each poll small.
+        """
         if not self.models:
             return
         now = utcnow()
-        stale = [
-            item
-            for item in await self._items.leased_items(self.models)
-            if not self._holds(item)
-            and (item["leaseExpiresAt"] < now or self._predecessor(item))
-        ]
-        if not stale:
-            return
-        requeued, failed = await self._items.release_leases(
-            stale, reason="the worker processing it was lost"
-        )
+        every, self._full_lease_scan_due = self._full_lease_scan_due, False
+        try:
+            leased = await self._items.leased_items(
+                self.models, None if every else now
+            )
+            stale = [
+                item
+                for item in leased
+                if not self._holds(item)
+                and (item["leaseExpiresAt"] < now or self._predecessor(item))
+            ]
+            if not stale:
+                return
+            requeued, failed = await self._items.release_leases(
+                stale, reason="the worker processing it was lost"
+            )
+        except BaseException:
+            self._full_lease_scan_due |= every  # the next poll reads all
+            raise
         log.warning(
             "leases_recovered",
             requeued=len(requeued),
