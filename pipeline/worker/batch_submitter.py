@@ -38,7 +38,7 @@ from pipeline.worker.requests import item_request
 from pipeline.worker.retry import RetryPolicy
 from providers.base import Completion
 from providers.batch import BatchClient, BatchRequest, LineError
-from providers.errors import ProviderError
+from providers.errors import ProviderError, TransientError
 
 log = get_logger(__name__)
 
@@ -268,6 +268,18 @@ class BatchSubmitter:
             model.config, model.api_key, record.ref
         ):
             lines[custom_id] = line
+        if status.state == "failed":
+            # None of its lines ran, but a batch that failed may fail
+            # again: each try spends an attempt, so maxAttempts bounds
+            # the resubmissions (lines of an expired or cancelled batch
+            # give theirs back).
+            failure = TransientError(
+                "the provider batch failed: "
+                + (status.message or "no reason given"),
+                provider=self.provider,
+                model=model.name,
+            )
+            lines = {str(i): LineError(failure) for i in record.item_ids}
         again = await self._write(record, model, lines)
         await self.ledger.mark_collected(record, self.clock())
         log.info(

@@ -73,7 +73,9 @@ Polling and results
     export, cancel and consume behave as for live jobs). A line error is
     retried like a live failure, within ``maxAttempts``, in the next
     batch (or live when the deadline is near); lines that never ran go
-    back to PENDING. Items of the batch the vendor says nothing about
+    back to PENDING, their attempt given back unless the whole batch
+    failed (then each line is a transient error: it may fail again).
+    Items of the batch the vendor says nothing about
     count as never run. Then the record is ``collected``.
 
 Cancel, deadline, cost
@@ -94,11 +96,12 @@ the job options (:mod:`pipeline.jobs.mode`), the HTTP API and the
 offline batch CLI (``--mode``, ``--deadline``). A submission the
 vendor refuses for good (a permanent error: a missing or wrong key, a
 request it rejects) settles its items with that error, as a live call
-would; a transient one leaves the record to the next round. Still to
-build: deadline and ``auto`` (``auto`` items run live for now); a
-provider batch that *fails* puts its items back unspent, so one that
-always fails is submitted again each round; the result cache for batch
-items; Anthropic's resubmission check; adopting the
+would; a transient one leaves the record to the next round. A batch
+that *failed* (none of its lines ran) spends each line's attempt, so
+one that always fails ends its items FAILED after ``maxAttempts``;
+lines of an expired or cancelled batch give theirs back. Still to
+build: deadline and ``auto`` (``auto`` items run live for now); the
+result cache for batch items; Anthropic's resubmission check; adopting the
 records of a replica that no longer runs (above); fallbacks; the
 benchmark.
 """

@@ -222,3 +222,28 @@ async def test_a_submission_the_provider_refuses_for_good_fails_its_items(
     assert {i["error"]["type"] for i in items} == {"auth"}
     stored = await store.raw("jobs").find_one({"_id": job["_id"]})
     assert stored["counts"][Status.FAILED] == 2
+
+
+async def test_a_provider_batch_that_keeps_failing_spends_the_attempts(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(store, settings, fake, 2, model="bm7", max_attempts=2)
+    fake.configure(
+        models={"bm7": {"batch": {"durationMs": 20, "outcome": "failed"}}}
+    )
+    creates = fake.batch_stats().get("openai", {}).get("creates", 0)
+    submitter = _submitter(parts, "bm7")
+    # A failed batch ran none of its lines; if that gave the attempt
+    # back, a batch that always fails would be submitted for ever.
+    for _ in range(2):
+        pending = [
+            i
+            for i in await job_items(store, job["_id"])
+            if i["status"] == Status.PENDING
+        ]
+        await submitter.submit("bm7", pending)
+        await _until_collected(submitter, ledger)
+    items = await job_items(store, job["_id"])
+    assert {i["status"] for i in items} == {Status.FAILED}
+    assert {i["attempts"] for i in items} == {2}
+    assert {i["error"]["type"] for i in items} == {"transient"}
+    assert fake.batch_stats()["openai"]["creates"] == creates + 2
