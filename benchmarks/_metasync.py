@@ -265,23 +265,35 @@ class MetasyncPeer:
         return job_id
 
     def _finished(self, job_id: str) -> bool:
-        """Whether every item of the job is in a final status.
+        """Whether every item of the job is in a final status (see
+        :meth:`unfinished`)."""
+        return self.unfinished([job_id]) <= 0
 
-        Read from the job's stored counters, the figures ``GET
+    def unfinished(self, job_ids: list[str]) -> int:
+        """Items of the jobs not yet in a final status (pending or leased).
+
+        Read from the jobs' stored counters, the figures ``GET
         /jobs/{id}`` reports, without the read of every leased item that
         the route adds (it would load the database under test).
         """
         from bson import ObjectId
 
-        job = self.db.jobs.find_one(
-            {"_id": ObjectId(job_id)}, {"counts": 1, "totalItems": 1}
+        jobs = list(
+            self.db.jobs.find(
+                {"_id": {"$in": [ObjectId(j) for j in job_ids]}},
+                {"counts": 1, "totalItems": 1},
+            )
         )
-        assert job is not None, job_id
-        counts = job.get("counts") or {}
-        final = sum(int(counts.get(s, 0)) for s in FINAL_STATUSES)
-        return final >= int(job["totalItems"])
+        assert len(jobs) == len(set(job_ids)), job_ids
+        left = 0
+        for job in jobs:
+            counts = job.get("counts") or {}
+            final = sum(int(counts.get(s, 0)) for s in FINAL_STATUSES)
+            left += int(job["totalItems"]) - final
+        return left
 
-    def _processed(self, job_ids: list[str]) -> int:
+    def processed(self, job_ids: list[str]) -> int:
+        """Items of the jobs PROCESSED, as ``GET /jobs/{id}`` reports."""
         return sum(
             int(
                 self.http.get(f"/jobs/{j}", headers=self.client).json()[
@@ -377,7 +389,7 @@ class MetasyncPeer:
             if spy is not None:
                 _stop_profile(spy)
         arrivals = self.fake.arrivals(names)
-        done = self._processed(job_ids)
+        done = self.processed(job_ids)
         last_answer = arrivals[-1] + workload.latency_ms / 1000
         timeline = (
             f"POSTs took {posted:.2f} s; first provider call "

@@ -127,13 +127,13 @@ def backlog(
                 for i in range(0, len(items), args.job_size)
             ]
             posted = time.perf_counter() - started
-            pending = _unfinished(peer, job_ids)
+            pending = peer.unfinished(job_ids)
             at_submitted = sampler.sample()
             fake.reset()
             peer.set_limits(workload, {"maxConcurrency": 64})
             peer.wait(job_ids, time.monotonic() + args.timeout_s)
             finished = time.time()
-        done = peer._processed(job_ids)
+        done = peer.processed(job_ids)
         # From the first call after the limits were lifted (the workers
         # see the change at their next catalog refresh) to all done.
         drained = finished - fake.arrivals([model])[0]
@@ -151,24 +151,6 @@ def backlog(
         f"(L = {args.latency_ms:g} ms, C = 64: ideal "
         f"{workload.ideal:,.0f}/s, ratio {rate / workload.ideal:.2f})",
     ]
-
-
-def _unfinished(peer: object, job_ids: list[str]) -> int:
-    """Items of the jobs not yet in a final status (pending or leased)."""
-    from bson import ObjectId
-
-    from benchmarks._metasync import FINAL_STATUSES, MetasyncPeer
-
-    assert isinstance(peer, MetasyncPeer)
-    jobs = peer.db.jobs.find(
-        {"_id": {"$in": [ObjectId(j) for j in job_ids]}},
-        {"counts": 1, "totalItems": 1},
-    )
-    return sum(
-        int(j["totalItems"])
-        - sum(int((j.get("counts") or {}).get(s, 0)) for s in FINAL_STATUSES)
-        for j in jobs
-    )
 
 
 def replicas(
