@@ -12,11 +12,18 @@ loops, all on one asyncio event loop:
   work and takes back lost leases, the renewal of the leases of items
   claimed and not yet written (:attr:`ProviderWorker.held`), and the
   exchange of shares with the limits coordinator;
-* the result writer writes outcomes in batches.
+* the result writer writes outcomes in batches;
+* for providers with a batch API, the batch lane
+  (:mod:`pipeline.worker.batch_lane`): items of ``mode: "batch"`` jobs
+  are left to it, and its rounds submit them to provider batches, poll
+  and collect.
 
 This module holds the scheduling and the calls; chat completions are in
 :mod:`pipeline.worker.chat`. Jobs arrive by notification, so work starts
-at once; the poll makes sure nothing is stranded.
+at once; the poll makes sure nothing is stranded. On a deploy of new
+code a worker drains (stops claiming, finishes its calls, gives back
+what it never sent) and its successor takes over (see ``begin_drain``
+and ``take_over``).
 """
 
 from __future__ import annotations

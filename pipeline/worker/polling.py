@@ -2,12 +2,13 @@
 
 :class:`PollingMixin` is part of
 :class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
-module to one concern). Every ``POLL_INTERVAL``
-it refreshes the catalog and the active jobs, takes back expired leases
-(never those this worker still holds) and the leases and journal entries
-of an earlier life of this worker, and sweeps canceled jobs that still
-have pending items; the lease keeper renews the leases of held items
-before they run out; several times a second the worker exchanges
+module to one concern). Every ``POLL_INTERVAL`` it refreshes the catalog
+and the active jobs, takes back expired leases (never those this worker
+still holds) and the leases and journal entries of an earlier life of
+this worker or of a retired one it took over (for those it reads every
+lease once; otherwise only expired ones), and sweeps canceled jobs that
+still have pending items; the lease keeper renews the leases of held
+items before they run out; several times a second the worker exchanges
 reports and shares with the limits coordinator.
 """
 
