@@ -109,6 +109,7 @@ def new_item(
     *,
     estimated_cost: float = 0.0,
     mode: str = "live",
+    deadline: datetime | None = None,
 ) -> Document:
     """An item document; ``fields`` holds the validated, rendered request.
 
@@ -126,6 +127,8 @@ def new_item(
             client's budget until it reaches a final status.
         mode: The job's mode; stored on the item unless ``live``, so a
             worker's window read tells batch items apart.
+        deadline: The job's deadline, stored with the mode: a worker
+            decides batch or live, and when to leave a batch, by item.
 
     Returns:
         The document.
@@ -144,6 +147,8 @@ def new_item(
     }
     if mode != "live":
         item["mode"] = mode
+        if deadline is not None:
+            item["deadline"] = deadline
     return item
 
 

@@ -182,6 +182,7 @@ class JobSubmitter:
                 metadata,
                 estimated_cost=estimated_cost,
                 mode=options.mode,
+                deadline=job.get("deadline"),
             )
             for seq, (fields, estimated_cost) in enumerate(
                 zip(batch.fields, batch.estimates, strict=True)

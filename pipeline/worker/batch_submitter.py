@@ -25,9 +25,11 @@ from bson import ObjectId
 
 from pipeline.catalog import Pricing
 from pipeline.logging import get_logger
+from pipeline.settings import Settings
 from pipeline.states import Status
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks
 from pipeline.store.document_collection import utcnow
+from pipeline.worker.batch_deadline import DeadlineRule
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.item_store import Item, ItemStore, Outcome
 from pipeline.worker.provider_batches import (
@@ -80,6 +82,8 @@ class BatchSubmitter:
         owner: The worker role whose records these are: it writes them
             and moves only them, so a restarted worker (the same role)
             takes its records back and two replicas never poll one batch.
+        rule: When items must leave a batch for their deadline
+            (``BATCH_SAFETY_MARGIN`` before it, by default).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class BatchSubmitter:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        rule: DeadlineRule | None = None,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -104,6 +109,9 @@ class BatchSubmitter:
         self.rng = rng or random.Random()
         self.clock = clock
         self.owner = owner
+        self.rule = rule or DeadlineRule(
+            timedelta(seconds=Settings.batch_safety_margin)
+        )
 
     async def submit(
         self, model_name: str, items: list[Item]
@@ -135,6 +143,7 @@ class BatchSubmitter:
                 created_at=self.clock(),
                 job_ids=sorted({item["jobId"] for item in group_items}),
                 owner=self.owner,
+                deadline=_earliest_deadline(group_items),
             )
             await self.ledger.add(record)
             claimed = await self.items.claim(
@@ -153,8 +162,9 @@ class BatchSubmitter:
 
         Returns:
             The outcomes written that put items back to PENDING (line
-            errors to retry, lines that never ran) of jobs not canceled:
-            nobody else queues them again.
+            errors to retry, lines that never ran, items taken back for
+            their deadline) of jobs not canceled: nobody else queues
+            them again.
         """
         again: list[Outcome] = []
         records = await self.ledger.open_records(self.provider, self.owner)
@@ -167,7 +177,7 @@ class BatchSubmitter:
             # the next round.
             try:
                 if record.state == "claimed":
-                    await self._resume(record, model)
+                    again += await self._resume(record, model)
                 else:
                     again += await self._check(record, model)
             except Exception as error:
@@ -231,8 +241,12 @@ class BatchSubmitter:
 
     async def _resume(
         self, record: ProviderBatchRecord, model: BatchModel
-    ) -> None:
-        """Finish a submission a dead worker left half done."""
+    ) -> list[Outcome]:
+        """Finish a submission a dead worker left half done.
+
+        Returns:
+            Items taken back for their deadline instead of being sent.
+        """
         held = await self._held(record)
         if self.client.can_find:
             ref = await self.client.find(
@@ -244,25 +258,41 @@ class BatchSubmitter:
             )
             if ref is not None:
                 await self.ledger.mark_submitted(record, ref, self.clock())
-                return
+                return []
+        back: list[Outcome] = []
+        if self.rule.due_back(record.deadline):
+            back = await self._release_due(record, held)
+            held = await self._held(record)
         if not held:
             await self.ledger.mark_collected(record, self.clock())
-            return
+            return back
         await self._send(record, model, held)
+        return back
 
     async def _check(
         self, record: ProviderBatchRecord, model: BatchModel
     ) -> list[Outcome]:
         assert record.ref is not None
-        if not record.cancel_requested and await self._jobs_canceled(record):
-            await self.client.cancel(model.config, model.api_key, record.ref)
-            await self.ledger.mark_cancel_requested(record)
-            log.info("provider_batch_cancel", batch=record.ref.batch_id)
         status = await self.client.poll(
             model.config, model.api_key, record.ref
         )
         if not status.ended:
-            return []
+            if record.cancel_requested:
+                return []
+            # Polled first: a batch that has ended is collected, neither
+            # cancelled (the vendor would refuse) nor left early.
+            taken_back: list[Outcome] = []
+            if await self._jobs_canceled(record):
+                await self._cancel(record, model, "its jobs were canceled")
+            elif self.rule.due_back(record.deadline):
+                taken_back = await self._take_back(record, model)
+            if not record.cancel_requested:
+                return taken_back
+            status = await self.client.poll(
+                model.config, model.api_key, record.ref
+            )
+            if not status.ended:
+                return []
         lines: dict[str, Completion | LineError] = {}
         async for custom_id, line in self.client.results(
             model.config, model.api_key, record.ref
@@ -290,6 +320,75 @@ class BatchSubmitter:
             answered=sum(isinstance(v, Completion) for v in lines.values()),
         )
         return again
+
+    async def _cancel(
+        self, record: ProviderBatchRecord, model: BatchModel, why: str
+    ) -> None:
+        """Ask the vendor to stop a batch; its lines are collected as usual.
+
+        Lines already answered are kept; the others come back as never
+        run (their attempt given back).
+        """
+        assert record.ref is not None
+        await self.client.cancel(model.config, model.api_key, record.ref)
+        await self.ledger.mark_cancel_requested(record)
+        log.info("provider_batch_cancel", batch=record.ref.batch_id, why=why)
+
+    async def _take_back(
+        self, record: ProviderBatchRecord, model: BatchModel
+    ) -> list[Outcome]:
+        """Take the items whose deadline is near out of a running batch.
+
+        If every item it holds is due, the batch is cancelled (what it
+        answered meanwhile is kept, the rest comes back as never run).
+        Otherwise it runs on for the others and the due items leave it
+        at once (:meth:`_release_due`).
+
+        Returns:
+            The items put back to PENDING, for the worker to run live.
+        """
+        held = await self._held(record)
+        if held and all(self.rule.due_back(i.get("deadline")) for i in held):
+            await self._cancel(record, model, "its deadline is near")
+            return []
+        return await self._release_due(record, held)
+
+    async def _release_due(
+        self, record: ProviderBatchRecord, held: list[Item]
+    ) -> list[Outcome]:
+        """Put the held items whose deadline is near back to PENDING.
+
+        Their attempt is given back: the vendor may still answer their
+        lines, but those answers are not written (the items are no
+        longer leased to the batch), so nothing is processed twice.
+        The record keeps the earliest deadline of the items left.
+
+        Returns:
+            The items put back (of jobs not canceled), as outcomes.
+        """
+        due = [i for i in held if self.rule.due_back(i.get("deadline"))]
+        back: list[Item] = []
+        if due:
+            back, _ = await self.items.release_leases(
+                due, reason="taken back for its deadline", attempted=False
+            )
+            log.info(
+                "provider_batch_items_taken_back",
+                record=str(record.id),
+                items=len(back),
+            )
+        due_ids = {i["_id"] for i in due}
+        kept = [i for i in held if i["_id"] not in due_ids]
+        await self.ledger.set_deadline(record, _earliest_deadline(kept))
+        outcomes = [
+            Outcome(
+                item=item,
+                status=Status.PENDING,
+                attempts=max(0, int(item.get("attempts", 1)) - 1),
+            )
+            for item in back
+        ]
+        return await self._pending_again(record, outcomes)
 
     async def _resolve_prompts(self, items: list[Item]) -> None:
         """Set the system prompt of items that name a prompt version.
@@ -360,8 +459,16 @@ class BatchSubmitter:
         written: list[Outcome] = []
         for chunk in chunks(outcomes, MAX_IDS_PER_QUERY):
             written += (await self.items.finish(list(chunk))).written
-        # Lines of canceled jobs that never ran go on to CANCELED, as the
-        # live engine does with items put back after a cancel.
+        return await self._pending_again(record, written)
+
+    async def _pending_again(
+        self, record: ProviderBatchRecord, written: list[Outcome]
+    ) -> list[Outcome]:
+        """The outcomes that put items back to PENDING, to queue again.
+
+        Those of canceled jobs go on to CANCELED, as the live engine
+        does with items put back after a cancel.
+        """
         canceled = await self._canceled_jobs(record)
         back = [
             o.item
@@ -390,3 +497,10 @@ class BatchSubmitter:
         """Whether every job of the batch was canceled."""
         canceled = await self._canceled_jobs(record)
         return bool(record.job_ids) and canceled >= set(record.job_ids)
+
+
+def _earliest_deadline(items: list[Item]) -> datetime | None:
+    """The earliest deadline of some items (None: none has one)."""
+    return min(
+        (i["deadline"] for i in items if i.get("deadline")), default=None
+    )

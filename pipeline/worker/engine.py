@@ -14,9 +14,9 @@ loops, all on one asyncio event loop:
   exchange of shares with the limits coordinator;
 * the result writer writes outcomes in batches;
 * for providers with a batch API, the batch lane
-  (:mod:`pipeline.worker.batch_lane`): items of ``mode: "batch"`` jobs
-  are left to it, and its rounds submit them to provider batches, poll
-  and collect.
+  (:mod:`pipeline.worker.batch_lane`): items of ``batch`` jobs, and of
+  ``auto`` jobs whose deadline allows, are left to it, and its rounds
+  submit them to provider batches, poll and collect.
 
 This module holds the scheduling and the calls; chat completions are in
 :mod:`pipeline.worker.chat`. Jobs arrive by notification, so work starts
@@ -205,6 +205,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             )
             if self.batch_lane is not None:
                 self.backlog.divert = self.batch_lane.take
+                self.batch_lane.to_live = self.adopt
             await self._refresh_models()
             await self._sync_once()
             if self._draining:  # retired while starting: claim nothing

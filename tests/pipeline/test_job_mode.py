@@ -67,9 +67,18 @@ def test_a_batch_job_stores_its_mode_deadline_and_live_only_providers():
     assert (summary.mode, summary.deadline) == ("auto", job["deadline"])
     assert JobSummary.from_doc(summary.to_doc()) == summary
     item = new_item(
-        job["_id"], job["clientId"], job["itemBase"], 0, {}, 3, {}, mode="auto"
+        job["_id"],
+        job["clientId"],
+        job["itemBase"],
+        0,
+        {},
+        3,
+        {},
+        mode="auto",
+        deadline=job["deadline"],
     )
-    assert item["mode"] == "auto"
+    # A worker decides batch or live, and when to leave a batch, by item.
+    assert (item["mode"], item["deadline"]) == ("auto", job["deadline"])
 
 
 def test_a_live_job_stores_nothing_new_on_its_items():
