@@ -192,5 +192,5 @@ def test_an_auto_job_uses_batches_only_when_its_deadline_allows(
     )
     assert fake.stats(far)["requests"] == 0
     near_items = all_results(http, client, near_job["id"])
-    assert {i["result"].get("via") for i in near_items} == {None}
+    assert {i["result"]["via"] for i in near_items} == {"live"}
     assert fake.stats(near)["requests"] == 4
