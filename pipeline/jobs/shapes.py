@@ -110,6 +110,7 @@ def new_item(
     estimated_cost: float = 0.0,
     mode: str = "live",
     deadline: datetime | None = None,
+    cache: bool = False,
 ) -> Document:
     """An item document; ``fields`` holds the validated, rendered request.
 
@@ -129,6 +130,8 @@ def new_item(
             worker's window read tells batch items apart.
         deadline: The job's deadline, stored with the mode: a worker
             decides batch or live, and when to leave a batch, by item.
+        cache: The job's ``cache`` option, stored with the mode: a
+            provider batch serves and fills the result cache by item.
 
     Returns:
         The document.
@@ -149,6 +152,8 @@ def new_item(
         item["mode"] = mode
         if deadline is not None:
             item["deadline"] = deadline
+        if cache:
+            item["cache"] = True
     return item
 
 

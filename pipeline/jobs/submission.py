@@ -183,6 +183,7 @@ class JobSubmitter:
                 estimated_cost=estimated_cost,
                 mode=options.mode,
                 deadline=job.get("deadline"),
+                cache=options.cache,
             )
             for seq, (fields, estimated_cost) in enumerate(
                 zip(batch.fields, batch.estimates, strict=True)

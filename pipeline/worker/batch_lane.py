@@ -131,7 +131,9 @@ class BatchLane:
         self.rounds += 1
         served = self._models()
         self.submitter.models = {
-            name: BatchModel(name, m.config, m.api_key, m.pricing)
+            name: BatchModel(
+                name, m.config, m.api_key, m.pricing, m.shared_cache
+            )
             for name, m in served.items()
         }
         for name in list(self.collected):

@@ -3,8 +3,10 @@
 It stands beside the live engine and shares only the item store (claims,
 the journaled finish) with it. :meth:`BatchSubmitter.submit` turns
 PENDING items of one model into provider batches (record, claim, submit,
-mark submitted); :meth:`BatchSubmitter.advance` moves every open record
-of the provider on: submits a ``claimed`` one (after looking for it at
+mark submitted), after answering from the result cache those it can (as
+the live engine does; batch answers are stored there too);
+:meth:`BatchSubmitter.advance` moves every open record of the provider
+on: submits a ``claimed`` one (after looking for it at
 the vendor, so a crash never submits twice where the vendor keeps a
 label), polls a ``submitted`` one and, once it has ended, writes its
 items' outcomes (:func:`~pipeline.worker.provider_batches.decide_line`)
@@ -36,7 +38,7 @@ from pipeline.worker.provider_batches import (
     ProviderBatchRecord,
     decide_line,
 )
-from pipeline.worker.requests import item_request
+from pipeline.worker.requests import item_request, result_cache_key
 from pipeline.worker.retry import RetryPolicy
 from providers.base import Completion
 from providers.batch import BatchClient, BatchRequest, LineError
@@ -48,6 +50,11 @@ log = get_logger(__name__)
 BATCH_LEASE_SECONDS = 26 * 3600.0
 #: How far before a record's creation a lost batch is looked for.
 _FIND_MARGIN = timedelta(minutes=5)
+#: How long items answered from the result cache stay leased (their
+#: claim and their outcome are two writes in a row).
+_CACHE_LEASE_SECONDS = 300.0
+#: Result fields that say how a batch answer came: not cached with it.
+_BATCH_ONLY_FIELDS = ("via", "providerBatchId")
 
 
 @dataclass
@@ -59,12 +66,14 @@ class BatchModel:
         config: The provider config.
         api_key: The key from this process's environment.
         pricing: Its prices (the batch price applies).
+        shared_cache: Whether clients share its result cache.
     """
 
     name: str
     config: Mapping[str, Any]
     api_key: str | None
     pricing: Pricing
+    shared_cache: bool = False
 
 
 class BatchSubmitter:
@@ -127,6 +136,7 @@ class BatchSubmitter:
         """
         model = self.models[model_name]
         await self._resolve_prompts(items)
+        items = await self._serve_cached(model, items)
         by_id = {str(item["_id"]): item for item in items}
         requests = [
             BatchRequest(custom_id, item_request(item))
@@ -390,6 +400,69 @@ class BatchSubmitter:
         ]
         return await self._pending_again(record, outcomes)
 
+    async def _serve_cached(
+        self, model: BatchModel, items: list[Item]
+    ) -> list[Item]:
+        """Answer items from the result cache; return the others.
+
+        As the live engine does: items of ``cache: true`` jobs at
+        temperature 0 whose request was answered before (the same
+        client's, or anyone's on a model with a shared cache) are
+        claimed and written PROCESSED with that answer, free.
+        """
+        keys = {
+            item["_id"]: result_cache_key(item, model.shared_cache)
+            for item in items
+            if _cacheable(item)
+        }
+        if not keys:
+            return items
+        hits = await self.items.cached_results(list(keys.values()))
+        found = [i for i in items if keys.get(i["_id"]) in hits]
+        if not found:
+            return items
+        owner = f"{self.items.lane}/cache/{ObjectId()}"
+        claimed = await self.items.claim(found, owner, _CACHE_LEASE_SECONDS)
+        if claimed:
+            await self.items.mark_started({i["jobId"] for i in claimed})
+            await self.items.finish(
+                [
+                    Outcome(
+                        item=item,
+                        status=Status.PROCESSED,
+                        result={
+                            **hits[keys[item["_id"]]],
+                            "cached": True,
+                            "cost": 0.0,
+                        },
+                    )
+                    for item in claimed
+                ]
+            )
+        served = {i["_id"] for i in found}
+        return [i for i in items if i["_id"] not in served]
+
+    async def _store_cached(
+        self, model: BatchModel, outcomes: list[Outcome]
+    ) -> None:
+        """Keep the answers of cacheable items for identical requests."""
+        entries = {
+            result_cache_key(o.item, model.shared_cache): {
+                k: v
+                for k, v in o.result.items()
+                if k not in _BATCH_ONLY_FIELDS
+            }
+            for o in outcomes
+            if o.result is not None and _cacheable(o.item)
+        }
+        if not entries:
+            return
+        try:
+            await self.items.store_cached(entries)
+        except Exception as error:
+            # The answers are written; only their reuse is lost.
+            log.warning("cache_store_failed", error=str(error))
+
     async def _resolve_prompts(self, items: list[Item]) -> None:
         """Set the system prompt of items that name a prompt version.
 
@@ -459,6 +532,7 @@ class BatchSubmitter:
         written: list[Outcome] = []
         for chunk in chunks(outcomes, MAX_IDS_PER_QUERY):
             written += (await self.items.finish(list(chunk))).written
+        await self._store_cached(model, written)
         return await self._pending_again(record, written)
 
     async def _pending_again(
@@ -504,3 +578,12 @@ def _earliest_deadline(items: list[Item]) -> datetime | None:
     return min(
         (i["deadline"] for i in items if i.get("deadline")), default=None
     )
+
+
+def _cacheable(item: Item) -> bool:
+    """Whether an item's answer may come from, and go to, the cache.
+
+    Items of ``cache: true`` jobs (stored on the item) at temperature 0,
+    as for live calls.
+    """
+    return bool(item.get("cache")) and item.get("temperature") == 0

@@ -119,7 +119,9 @@ Built so far: this module (the record, :func:`decide_line`),
 cancel, take back for a deadline), :mod:`pipeline.worker.batch_lane`
 (the worker leaving batch items to the submitter and running its
 rounds; one owner per record), :mod:`pipeline.worker.batch_deadline`
-(batch or live for ``batch`` and ``auto`` items);
+(batch or live for ``batch`` and ``auto`` items); the result cache
+(items of ``cache: true`` jobs at temperature 0 answered from it before
+they are put in a provider batch, batch answers stored in it);
 the job options (:mod:`pipeline.jobs.mode`), the HTTP API and the
 offline batch CLI (``--mode``, ``--deadline``). A submission the
 vendor refuses for good (a permanent error: a missing or wrong key, a
@@ -128,9 +130,8 @@ would; a transient one leaves the record to the next round. A batch
 that *failed* (none of its lines ran) spends each line's attempt, so
 one that always fails ends its items FAILED after ``maxAttempts``;
 lines of an expired or cancelled batch give theirs back. Still to
-build: the result cache for batch items; Anthropic's resubmission
-check; adopting the records of a replica that no longer runs (above);
-fallbacks; the benchmark.
+build: Anthropic's resubmission check; adopting the records of a
+replica that no longer runs (above); fallbacks; the benchmark.
 """
 
 from __future__ import annotations

@@ -76,9 +76,12 @@ def test_a_batch_job_stores_its_mode_deadline_and_live_only_providers():
         {},
         mode="auto",
         deadline=job["deadline"],
+        cache=True,
     )
-    # A worker decides batch or live, and when to leave a batch, by item.
+    # A worker decides batch or live, when to leave a batch, and whether
+    # the result cache applies, by item.
     assert (item["mode"], item["deadline"]) == ("auto", job["deadline"])
+    assert item["cache"] is True
 
 
 def test_a_live_job_stores_nothing_new_on_its_items():

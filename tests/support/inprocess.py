@@ -94,17 +94,33 @@ async def submit(
     mode: str = "live",
     deadline: timedelta | None = None,
     pricing: Pricing | None = None,
+    cache: bool = False,
+    temperature: float | None = None,
+    client_id: ObjectId | None = None,
 ) -> dict[str, Any]:
-    """Submit a job of ``n`` inline items (``item 0``, ``item 1``...)."""
+    """Submit a job of ``n`` inline items (``item 0``, ``item 1``...).
+
+    Each job has a client of its own unless ``client_id`` is given.
+    """
     await add_model(store, fake, model, latency_ms, limits, pricing)
     submitter = JobSubmitter(
         store, ModelCatalog(store), PromptService(store), settings
     )
     job, _ = await submitter.submit(
-        ObjectId(),
+        client_id or ObjectId(),
         Quotas(),
-        [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
-        JobOptions(max_attempts=max_attempts, mode=mode, deadline=deadline),
+        [
+            ItemSpec(
+                model=model, user_content=f"item {i}", temperature=temperature
+            )
+            for i in range(n)
+        ],
+        JobOptions(
+            max_attempts=max_attempts,
+            mode=mode,
+            deadline=deadline,
+            cache=cache,
+        ),
     )
     return job
 
