@@ -117,6 +117,7 @@ from typing import Any, Literal
 from bson import ObjectId
 
 from pipeline.catalog import Pricing
+from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS
 from pipeline.states import Status
 from pipeline.worker.retry import RetryPolicy, error_record
 from providers.base import Completion
@@ -266,7 +267,7 @@ def decide_line(
         it, one that never ran gives it back.
     """
     attempts = int(item.get("attempts", 1))
-    max_attempts = int(item.get("maxAttempts", 3))
+    max_attempts = int(item.get("maxAttempts", DEFAULT_MAX_ATTEMPTS))
     if line is None or (isinstance(line, LineError) and not line.ran):
         reason = (
             line.error.message
