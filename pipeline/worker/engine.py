@@ -464,8 +464,8 @@ class ProviderWorker:
                 # A retry nobody here will run: the successor will.
                 self._handed_over.append(item["_id"])
             else:
-                for key in ("leaseOwner", "leaseExpiresAt"):
-                    item.pop(key, None)
+                item.pop("leaseOwner", None)
+                item.pop("leaseExpiresAt", None)
                 item["status"] = S.PENDING
                 due = outcome.next_attempt_at or utcnow()
                 delay = max(0.0, (due - utcnow()).total_seconds())

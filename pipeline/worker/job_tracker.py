@@ -17,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 
 from pipeline.jobs.aggregation import FINAL_COUNTED
-from pipeline.jobs.shapes import JobSummary
+from pipeline.jobs.shapes import JobSummary, StoredItem
 from pipeline.logging import bound_context, get_logger
 from pipeline.states import Actor, Status
 from pipeline.store.document_collection import utcnow
@@ -234,7 +234,7 @@ class JobTracker:
         generation: int = 0,
     ) -> None:
         """Move this worker's items of a job (cancel, requeue)."""
-        extra: dict[str, Any] = {}
+        extra: StoredItem = {}
         if target == S.PENDING:
             extra = {
                 "attempts": 0,
@@ -272,7 +272,8 @@ class JobTracker:
                 moved_total += len(moved)
                 if target == S.PENDING:
                     for item in moved:
-                        item.update(extra, status=S.PENDING)
+                        item.update(extra)
+                        item["status"] = S.PENDING
                     self._backlog.add_ready(track.job_id, moved)
                     self._wake()
             log.info(
