@@ -247,3 +247,129 @@ async def test_a_provider_batch_that_keeps_failing_spends_the_attempts(parts):
     assert {i["attempts"] for i in items} == {2}
     assert {i["error"]["type"] for i in items} == {"transient"}
     assert fake.batch_stats()["openai"]["creates"] == creates + 2
+
+
+@pytest.fixture
+async def anthropic_parts(env, fake_thread):
+    store, _, settings = env
+    client = batch_client("anthropic")
+    ledger = BatchLedger(store)
+    yield store, settings, fake_thread, client, ledger
+    await client.aclose()
+
+
+def _anthropic_submitter(parts, model):
+    store, _, fake, client, ledger = parts
+    config = fake_model_config("anthropic", model, fake.url)
+    models = {model: BatchModel(model, config, None, PRICING)}
+    return BatchSubmitter(
+        "anthropic", client, ItemStore(store, LANE), ledger, models
+    )
+
+
+def _anthropic_calls(fake, what):
+    return fake.batch_stats().get("anthropic", {}).get(what, 0)
+
+
+async def _anthropic_collected(submitter, ledger):
+    async with asyncio.timeout(_WAIT_SECONDS):
+        while await ledger.open_records("anthropic"):
+            await submitter.advance()
+            await asyncio.sleep(0.02)
+
+
+async def _crashed_after_claim(submitter, ledger, items):
+    """An Anthropic record written and its items claimed, as a worker
+    leaves them when it dies before it can store the vendor's answer."""
+    record = ProviderBatchRecord(
+        id=ObjectId(),
+        model=items[0]["model"],
+        provider="anthropic",
+        item_ids=[i["_id"] for i in items],
+        created_at=submitter.clock(),
+    )
+    await ledger.add(record)
+    claimed = await submitter.items.claim(items, record.lease_owner, 3600)
+    requests = [BatchRequest(str(i["_id"]), item_request(i)) for i in claimed]
+    return record, requests
+
+
+async def test_an_anthropic_batch_made_before_a_crash_is_not_made_again(
+    anthropic_parts,
+):
+    store, settings, fake, client, ledger = anthropic_parts
+    job = await submit(store, settings, fake, 3, model="ba1")
+    fake.configure(models={"ba1": {"batch": {"durationMs": 300}}})
+    first = _anthropic_submitter(anthropic_parts, "ba1")
+    items = await job_items(store, job["_id"])
+    _, requests = await _crashed_after_claim(first, ledger, items)
+    # The vendor created the batch; its answer (the id) was lost. Message
+    # batches keep no label to find it by.
+    await client.submit(first.models["ba1"].config, None, requests)
+    creates = _anthropic_calls(fake, "creates")
+
+    successor = _anthropic_submitter(anthropic_parts, "ba1")
+    await _anthropic_collected(successor, ledger)
+    assert _anthropic_calls(fake, "creates") == creates
+    assert _anthropic_calls(fake, "lists") >= 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+    assert {i["attempts"] for i in done} == {1}
+
+
+async def test_an_anthropic_record_waits_for_a_batch_that_may_be_its_own(
+    anthropic_parts,
+):
+    store, settings, fake, client, ledger = anthropic_parts
+    job = await submit(store, settings, fake, 2, model="ba2")
+    fake.configure(models={"ba2": {"batch": {"durationMs": 600_000}}})
+    first = _anthropic_submitter(anthropic_parts, "ba2")
+    items = await job_items(store, job["_id"])
+    await _crashed_after_claim(first, ledger, items)
+    # Another batch of as many requests, made at the same time: until it
+    # ends, nothing tells whether it is the record's.
+    config = first.models["ba2"].config
+    other = await client.submit(
+        config,
+        None,
+        [
+            BatchRequest(f"other-{n}", item_request(item))
+            for n, item in enumerate(items)
+        ],
+    )
+    creates = _anthropic_calls(fake, "creates")
+    lists = _anthropic_calls(fake, "lists")
+
+    successor = _anthropic_submitter(anthropic_parts, "ba2")
+    await successor.advance()
+    assert _anthropic_calls(fake, "lists") > lists
+    assert _anthropic_calls(fake, "creates") == creates
+    assert [r.state for r in await ledger.open_records("anthropic")] == [
+        "claimed"
+    ]
+
+    # It ends with other lines than the record's: the record is submitted.
+    await client.cancel(config, None, other)
+    fake.configure(models={"ba2": {"batch": {"durationMs": 30}}})
+    await _anthropic_collected(successor, ledger)
+    assert _anthropic_calls(fake, "creates") == creates + 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+async def test_an_anthropic_record_left_before_its_submission_is_submitted(
+    anthropic_parts,
+):
+    store, settings, fake, _, ledger = anthropic_parts
+    job = await submit(store, settings, fake, 2, model="ba3")
+    fake.configure(models={"ba3": {"batch": {"durationMs": 30}}})
+    first = _anthropic_submitter(anthropic_parts, "ba3")
+    items = await job_items(store, job["_id"])
+    await _crashed_after_claim(first, ledger, items)
+    creates = _anthropic_calls(fake, "creates")
+
+    successor = _anthropic_submitter(anthropic_parts, "ba3")
+    await _anthropic_collected(successor, ledger)
+    assert _anthropic_calls(fake, "creates") == creates + 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
