@@ -149,9 +149,13 @@ class BatchSubmitter:
                 owner=self.owner,
             )
             await self.ledger.add(record)
-            claimed = await self.items.claim(
-                group_items, record.lease_owner, BATCH_LEASE_SECONDS
-            )
+            # A few ids per update: one update of a vendor-sized batch
+            # (up to 100,000 items) can outlast the database's timeout.
+            claimed = []
+            for chunk in chunks(group_items, MAX_IDS_PER_QUERY):
+                claimed += await self.items.claim(
+                    list(chunk), record.lease_owner, BATCH_LEASE_SECONDS
+                )
             if not claimed:
                 await self.ledger.mark_collected(record, self.clock())
                 continue

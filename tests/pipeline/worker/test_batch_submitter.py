@@ -9,10 +9,13 @@ import asyncio
 
 import pytest
 from bson import ObjectId
+from pymongo import monitoring
 
 from pipeline.catalog import Pricing
 from pipeline.jobs.service import JobService
 from pipeline.states import Actor, Status
+from pipeline.store import Store, create_mongo_client
+from pipeline.store.by_id import MAX_IDS_PER_QUERY
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
 from pipeline.worker.item_store import ItemStore
@@ -373,3 +376,62 @@ async def test_an_anthropic_record_left_before_its_submission_is_submitted(
     assert _anthropic_calls(fake, "creates") == creates + 1
     done = await job_items(store, job["_id"])
     assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+class _ItemUpdates(monitoring.CommandListener):
+    """The number of ids each ``update`` of the items addresses."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name != "update" or command["update"] != "items":
+            return
+        for update in command["updates"]:
+            ids = update["q"].get("_id")
+            if isinstance(ids, dict) and "$in" in ids:
+                self.sizes.append(len(ids["$in"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_large_batch_claims_its_items_a_few_at_a_time(parts):
+    store, settings, fake, client, ledger = parts
+    count = 2 * MAX_IDS_PER_QUERY + 1
+    job = await submit(store, settings, fake, count, model="bm8")
+    fake.configure(models={"bm8": {"batch": {"durationMs": 600_000}}})
+    # One update of every item of a large batch (up to the vendor's
+    # 50,000) outlasts the database's timeout: the batch never goes.
+    updates = _ItemUpdates()
+    watched = Store(
+        create_mongo_client(
+            settings.db_connection_string, event_listeners=[updates]
+        ),
+        settings.db_name,
+    )
+    try:
+        config = fake_model_config("openai", "bm8", fake.url)
+        submitter = BatchSubmitter(
+            "openai",
+            client,
+            ItemStore(watched, LANE),
+            ledger,
+            {"bm8": BatchModel("bm8", config, None, PRICING)},
+        )
+        records = await submitter.submit(
+            "bm8", await job_items(store, job["_id"])
+        )
+    finally:
+        await watched.close()
+    assert [(r.state, len(r.item_ids)) for r in records] == [
+        ("submitted", count)
+    ]
+    items = await job_items(store, job["_id"])
+    assert {i["leaseOwner"] for i in items} == {records[0].lease_owner}
+    assert updates.sizes
+    assert max(updates.sizes) <= MAX_IDS_PER_QUERY
