@@ -286,9 +286,9 @@ class BatchSubmitter:
 
         Any batch the key created between the record's creation (less a
         margin for clock drift) and the end of its submission window, of
-        as many requests as the record holds items, may be it: one that
-        ended is it when its lines are the record's items; one still
-        running leaves the record for a later round.
+        as many requests as the record holds items, may be it: while one
+        runs, the record waits for a later round; once all have ended,
+        the one whose lines are the record's items is it.
 
         Returns:
             The record's batch, or None when the vendor's list shows none
@@ -304,11 +304,13 @@ class BatchSubmitter:
             record.created_at - _FIND_MARGIN,
             record.created_at + _SUBMIT_WINDOW,
         )
-        for batch in listed:
-            if batch.status.total != len(ids):
-                continue
+        candidates = [b for b in listed if b.status.total == len(ids)]
+        # Wait for every candidate to end before reading any one's lines,
+        # so a long wait does not download the same results every round.
+        for batch in candidates:
             if not batch.status.ended:
                 raise _Undecided(batch.ref.batch_id)
+        for batch in candidates:
             lines = {
                 custom_id
                 async for custom_id, _ in self.client.results(

@@ -33,6 +33,7 @@ from .base import (
 )
 from .split import BatchLimits
 
+#: Batches per page of the list (the API allows 1 to 1,000).
 _LIST_PAGE = 100
 # The HTTP status each error type stands for.
 _STATUS_OF_TYPE = {
