@@ -44,11 +44,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._fake import FakeServer
+
+if TYPE_CHECKING:
+    from benchmarks._metasync import MetasyncPeer
 
 MODEL = "bm-batch-0"
 #: USD per million tokens, live; the batch price is left to its default.
@@ -135,12 +138,12 @@ def _changed(
 
 
 def run_mode(
-    peer: Any, fake: FakeServer, mode: str, args: argparse.Namespace
+    peer: MetasyncPeer, fake: FakeServer, mode: str, args: argparse.Namespace
 ) -> ModeRun:
     """Run the job once in ``mode`` and measure it.
 
     Args:
-        peer: The running stack (:class:`benchmarks._metasync.MetasyncPeer`).
+        peer: The running stack.
         fake: The fake server.
         mode: ``batch`` or ``live``.
         args: The command line.
@@ -203,7 +206,7 @@ def run_mode(
     )
 
 
-def _add_model(peer: Any, fake: FakeServer, concurrency: int) -> None:
+def _add_model(peer: MetasyncPeer, fake: FakeServer, concurrency: int) -> None:
     from providers.fake import fake_model_config
 
     body = {
