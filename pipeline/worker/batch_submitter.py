@@ -5,12 +5,12 @@ the journaled finish) with it. :meth:`BatchSubmitter.submit` turns
 PENDING items of one model into provider batches (record, claim, submit,
 mark submitted); :meth:`BatchSubmitter.advance` moves every open record
 of the provider on: submits a ``claimed`` one (after looking for it at
-the vendor, so a crash never submits twice where the vendor keeps a
-label), polls a ``submitted`` one and, once it has ended, writes its
-items' outcomes (:func:`~pipeline.worker.provider_batches.decide_line`)
-and closes it. The worker runs :meth:`advance` on a timer; a restarted
-worker simply runs it again. See :mod:`pipeline.worker.provider_batches`
-for the design.
+the vendor, by its label or, where batches keep none, in the vendor's
+list of the key's batches, so a crash never submits twice), polls a
+``submitted`` one and, once it has ended, writes its items' outcomes
+(:func:`~pipeline.worker.provider_batches.decide_line`) and closes it.
+The worker runs :meth:`advance` on a timer; a restarted worker simply
+runs it again. See :mod:`pipeline.worker.provider_batches` for the design.
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ from pipeline.worker.provider_batches import (
 from pipeline.worker.requests import item_request
 from pipeline.worker.retry import RetryPolicy
 from providers.base import Completion
-from providers.batch import BatchClient, BatchRequest, LineError
+from providers.batch import (
+    BatchClient,
+    BatchRequest,
+    LineError,
+    ProviderBatchRef,
+)
 from providers.errors import ProviderError, TransientError
 
 log = get_logger(__name__)
@@ -46,6 +51,13 @@ log = get_logger(__name__)
 BATCH_LEASE_SECONDS = 26 * 3600.0
 #: How far before a record's creation a lost batch is looked for.
 _FIND_MARGIN = timedelta(minutes=5)
+#: How long after its record a dead worker's batch may have been made
+#: (the claim, then the vendor's call): later batches are not its own.
+_SUBMIT_WINDOW = timedelta(hours=1)
+
+
+class _Undecided(Exception):
+    """A batch that may be the record's own is still running."""
 
 
 @dataclass
@@ -137,9 +149,13 @@ class BatchSubmitter:
                 owner=self.owner,
             )
             await self.ledger.add(record)
-            claimed = await self.items.claim(
-                group_items, record.lease_owner, BATCH_LEASE_SECONDS
-            )
+            # A few ids per update: one update of a vendor-sized batch
+            # (up to 100,000 items) can outlast the database's timeout.
+            claimed = []
+            for chunk in chunks(group_items, MAX_IDS_PER_QUERY):
+                claimed += await self.items.claim(
+                    list(chunk), record.lease_owner, BATCH_LEASE_SECONDS
+                )
             if not claimed:
                 await self.ledger.mark_collected(record, self.clock())
                 continue
@@ -234,6 +250,19 @@ class BatchSubmitter:
     ) -> None:
         """Finish a submission a dead worker left half done."""
         held = await self._held(record)
+        if self.client.can_list and not self.client.can_find and held:
+            try:
+                listed = await self._listed(record, model, held)
+            except _Undecided as undecided:
+                log.info(
+                    "provider_batch_resume_waits",
+                    record=str(record.id),
+                    batch=str(undecided),
+                )
+                return
+            if listed is not None:
+                await self.ledger.mark_submitted(record, listed, self.clock())
+                return
         if self.client.can_find:
             ref = await self.client.find(
                 model.config,
@@ -249,6 +278,48 @@ class BatchSubmitter:
             await self.ledger.mark_collected(record, self.clock())
             return
         await self._send(record, model, held)
+
+    async def _listed(
+        self, record: ProviderBatchRecord, model: BatchModel, held: list[Item]
+    ) -> ProviderBatchRef | None:
+        """The batch a dead worker made of a record, where none is labelled.
+
+        Any batch the key created between the record's creation (less a
+        margin for clock drift) and the end of its submission window, of
+        as many requests as the record holds items, may be it: while one
+        runs, the record waits for a later round; once all have ended,
+        the one whose lines are the record's items is it.
+
+        Returns:
+            The record's batch, or None when the vendor's list shows none
+            (the record is submitted).
+
+        Raises:
+            _Undecided: A batch that may be the record's is still running.
+        """
+        ids = {str(item["_id"]) for item in held}
+        listed = await self.client.created_between(
+            model.config,
+            model.api_key,
+            record.created_at - _FIND_MARGIN,
+            record.created_at + _SUBMIT_WINDOW,
+        )
+        candidates = [b for b in listed if b.status.total == len(ids)]
+        # Wait for every candidate to end before reading any one's lines,
+        # so a long wait does not download the same results every round.
+        for batch in candidates:
+            if not batch.status.ended:
+                raise _Undecided(batch.ref.batch_id)
+        for batch in candidates:
+            lines = {
+                custom_id
+                async for custom_id, _ in self.client.results(
+                    model.config, model.api_key, batch.ref
+                )
+            }
+            if lines == ids:
+                return batch.ref
+        return None
 
     async def _check(
         self, record: ProviderBatchRecord, model: BatchModel

@@ -62,7 +62,9 @@ Submitting without doubles
     finds the batch if it was created; otherwise the items are submitted
     again. Anthropic keeps no batch metadata: there the record is only
     retried once the vendor's list shows no batch created in its window
-    (still to be built).
+    (its creation, less a margin, to an hour after) that holds its items:
+    one of as many requests still running makes it wait; one that ended
+    is the record's when its lines are the record's items.
 
 Polling and results
     ``submitted`` records are polled every ``BATCH_SUBMIT_INTERVAL``. When
@@ -101,9 +103,9 @@ that *failed* (none of its lines ran) spends each line's attempt, so
 one that always fails ends its items FAILED after ``maxAttempts``;
 lines of an expired or cancelled batch give theirs back. Still to
 build: deadline and ``auto`` (``auto`` items run live for now); the
-result cache for batch items; Anthropic's resubmission check; adopting the
-records of a replica that no longer runs (above); fallbacks; the
-benchmark.
+result cache for batch items; adopting the records of a replica that
+no longer runs (above); fallbacks. ``benchmarks/batch_mode.py``
+measures a batch job against the same job live.
 """
 
 from __future__ import annotations
