@@ -55,6 +55,11 @@ class FakeServer:
         seen = self._control.models()
         return [int(seen.get(m, {}).get("maxInFlight", 0)) for m in models]
 
+    def batch_calls(self) -> dict[str, dict[str, int]]:
+        """Batch API calls so far per vendor (files, creates, polls,
+        downloads, cancels, lists, lines)."""
+        return self._control.batches()
+
     def arrivals(self, models: list[str]) -> list[float]:
         """When each request for these models arrived (epoch seconds)."""
         seen = self._control.models()

@@ -22,7 +22,7 @@ from pipeline.code_version import code_version
 from pipeline.logging import configure_logging
 from pipeline.settings import Settings
 from pipeline.worker.coordinator import LimitsCoordinator
-from pipeline.worker.engine import ProviderWorker
+from pipeline.worker.engine import ProviderWorker, open_worker
 from pipeline.worker.names import coordinator_name, worker_name
 from providers.base import Completion, CompletionRequest, StreamEvent
 
@@ -64,7 +64,7 @@ class WorkerActor:
         self._settings = settings.with_overrides(code_version=version)
         configure_logging(settings.log_level)
         self._coordinator = coordinator_handle(self._settings)
-        self._worker = ProviderWorker(
+        self._worker: ProviderWorker = open_worker(
             provider,
             replica,
             self._settings,

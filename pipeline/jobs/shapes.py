@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from bson import ObjectId
 
@@ -96,6 +96,47 @@ def new_job(
         job["idempotencyKey"] = options.idempotency_key
         job["requestHash"] = request_hash
     return job
+
+
+class StoredItem(TypedDict, total=False):
+    """An item document as stored (``new_item`` writes it; workers move it).
+
+    ``_id``, ``jobId``, ``clientId``, ``seq``, ``model``, ``userContent``,
+    ``status``, ``attempts`` and ``maxAttempts`` are always there; the
+    rest depend on the request (``promptId`` and ``promptVersion`` for a
+    saved prompt, else ``systemPrompt``) and on where the item is in its
+    life (a lease while PROCESSING, ``nextAttemptAt`` before a retry).
+    Read with the projection a reader names, so a read may hold fewer.
+    """
+
+    _id: ObjectId
+    jobId: ObjectId
+    clientId: ObjectId
+    seq: int
+    customId: str | None
+    model: str
+    promptId: ObjectId
+    promptVersion: int
+    systemPrompt: str | None
+    userContent: str
+    temperature: float | None
+    maxTokens: int | None
+    status: str
+    attempts: int
+    maxAttempts: int
+    estCost: float
+    mode: str
+    deadline: datetime
+    cache: bool
+    leaseOwner: str
+    leaseExpiresAt: datetime
+    startedAt: datetime
+    nextAttemptAt: datetime | None
+    finishedAt: datetime | None
+    requeues: int
+    result: dict[str, Any]
+    error: dict[str, Any] | None
+    _metadata: Document
 
 
 def new_item(

@@ -17,14 +17,14 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from bson import ObjectId
 
 from pipeline.jobs.item_ids import WINDOW_ITEMS
+from pipeline.jobs.shapes import StoredItem
 from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
 
-Item = dict[str, Any]
+Item = StoredItem
 
 
 @dataclass

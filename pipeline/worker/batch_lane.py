@@ -179,8 +179,8 @@ class BatchLane:
     def _again(self, outcome: Outcome) -> None:
         """Collect an item a provider batch put back to PENDING."""
         item = outcome.item
-        for key in ("leaseOwner", "leaseExpiresAt"):
-            item.pop(key, None)
+        item.pop("leaseOwner", None)
+        item.pop("leaseExpiresAt", None)
         item["status"] = Status.PENDING
         item["nextAttemptAt"] = outcome.next_attempt_at
         if outcome.attempts is not None:

@@ -6,13 +6,15 @@ PENDING items of one model into provider batches (record, claim, submit,
 mark submitted), after answering from the result cache those it can (as
 the live engine does; batch answers are stored there too);
 :meth:`BatchSubmitter.advance` moves every open record of the provider
-on: submits a ``claimed`` one (after looking for it at
-the vendor, so a crash never submits twice where the vendor keeps a
-label), polls a ``submitted`` one and, once it has ended, writes its
-items' outcomes (:func:`~pipeline.worker.provider_batches.decide_line`)
-and closes it. The worker runs :meth:`advance` on a timer; a restarted
-worker simply runs it again. See :mod:`pipeline.worker.provider_batches`
-for the design.
+on: submits a ``claimed`` one (after looking for it at the vendor, by
+its label or, where batches keep none, in the vendor's list of the
+key's batches, so a crash never submits twice), polls a ``submitted``
+one and, once it has ended, writes its items' outcomes
+(:func:`~pipeline.worker.provider_batches.decide_line`) and closes it;
+items whose deadline comes near leave their batch for live calls
+(:mod:`pipeline.worker.batch_deadline`). The worker runs
+:meth:`advance` on a timer; a restarted worker simply runs it again.
+See :mod:`pipeline.worker.provider_batches` for the design.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ from pipeline.worker.provider_batches import (
 from pipeline.worker.requests import item_request, result_cache_key
 from pipeline.worker.retry import RetryPolicy
 from providers.base import Completion
-from providers.batch import BatchClient, BatchRequest, LineError
+from providers.batch import (
+    BatchClient,
+    BatchRequest,
+    LineError,
+    ProviderBatchRef,
+)
 from providers.errors import ProviderError, TransientError
 
 log = get_logger(__name__)
@@ -55,6 +62,13 @@ _FIND_MARGIN = timedelta(minutes=5)
 _CACHE_LEASE_SECONDS = 300.0
 #: Result fields that say how a batch answer came: not cached with it.
 _BATCH_ONLY_FIELDS = ("via", "providerBatchId")
+#: How long after its record a dead worker's batch may have been made
+#: (the claim, then the vendor's call): later batches are not its own.
+_SUBMIT_WINDOW = timedelta(hours=1)
+
+
+class _Undecided(Exception):
+    """A batch that may be the record's own is still running."""
 
 
 @dataclass
@@ -156,9 +170,13 @@ class BatchSubmitter:
                 deadline=_earliest_deadline(group_items),
             )
             await self.ledger.add(record)
-            claimed = await self.items.claim(
-                group_items, record.lease_owner, BATCH_LEASE_SECONDS
-            )
+            # A few ids per update: one update of a vendor-sized batch
+            # (up to 100,000 items) can outlast the database's timeout.
+            claimed = []
+            for chunk in chunks(group_items, MAX_IDS_PER_QUERY):
+                claimed += await self.items.claim(
+                    list(chunk), record.lease_owner, BATCH_LEASE_SECONDS
+                )
             if not claimed:
                 await self.ledger.mark_collected(record, self.clock())
                 continue
@@ -254,10 +272,30 @@ class BatchSubmitter:
     ) -> list[Outcome]:
         """Finish a submission a dead worker left half done.
 
+        Items whose deadline is near leave the record first: whatever
+        the vendor may hold of it, their answers would not be written.
+
         Returns:
             Items taken back for their deadline instead of being sent.
         """
         held = await self._held(record)
+        back: list[Outcome] = []
+        if self.rule.due_back(record.deadline):
+            back = await self._release_due(record, held)
+            held = await self._held(record)
+        if self.client.can_list and not self.client.can_find and held:
+            try:
+                listed = await self._listed(record, model, held)
+            except _Undecided as undecided:
+                log.info(
+                    "provider_batch_resume_waits",
+                    record=str(record.id),
+                    batch=str(undecided),
+                )
+                return back
+            if listed is not None:
+                await self.ledger.mark_submitted(record, listed, self.clock())
+                return back
         if self.client.can_find:
             ref = await self.client.find(
                 model.config,
@@ -268,16 +306,54 @@ class BatchSubmitter:
             )
             if ref is not None:
                 await self.ledger.mark_submitted(record, ref, self.clock())
-                return []
-        back: list[Outcome] = []
-        if self.rule.due_back(record.deadline):
-            back = await self._release_due(record, held)
-            held = await self._held(record)
+                return back
         if not held:
             await self.ledger.mark_collected(record, self.clock())
             return back
         await self._send(record, model, held)
         return back
+
+    async def _listed(
+        self, record: ProviderBatchRecord, model: BatchModel, held: list[Item]
+    ) -> ProviderBatchRef | None:
+        """The batch a dead worker made of a record, where none is labelled.
+
+        Any batch the key created between the record's creation (less a
+        margin for clock drift) and the end of its submission window, of
+        as many requests as the record holds items, may be it: while one
+        runs, the record waits for a later round; once all have ended,
+        the one whose lines are the record's items is it.
+
+        Returns:
+            The record's batch, or None when the vendor's list shows none
+            (the record is submitted).
+
+        Raises:
+            _Undecided: A batch that may be the record's is still running.
+        """
+        ids = {str(item["_id"]) for item in held}
+        listed = await self.client.created_between(
+            model.config,
+            model.api_key,
+            record.created_at - _FIND_MARGIN,
+            record.created_at + _SUBMIT_WINDOW,
+        )
+        candidates = [b for b in listed if b.status.total == len(ids)]
+        # Wait for every candidate to end before reading any one's lines,
+        # so a long wait does not download the same results every round.
+        for batch in candidates:
+            if not batch.status.ended:
+                raise _Undecided(batch.ref.batch_id)
+        for batch in candidates:
+            lines = {
+                custom_id
+                async for custom_id, _ in self.client.results(
+                    model.config, model.api_key, batch.ref
+                )
+            }
+            if lines == ids:
+                return batch.ref
+        return None
 
     async def _check(
         self, record: ProviderBatchRecord, model: BatchModel
@@ -422,7 +498,11 @@ class BatchSubmitter:
         if not found:
             return items
         owner = f"{self.items.lane}/cache/{ObjectId()}"
-        claimed = await self.items.claim(found, owner, _CACHE_LEASE_SECONDS)
+        claimed = []
+        for chunk in chunks(found, MAX_IDS_PER_QUERY):
+            claimed += await self.items.claim(
+                list(chunk), owner, _CACHE_LEASE_SECONDS
+            )
         if claimed:
             await self.items.mark_started({i["jobId"] for i in claimed})
             await self.items.finish(

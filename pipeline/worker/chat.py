@@ -1,23 +1,22 @@
 """Chat completions through a worker: the model limits, ahead of batches.
 
-:class:`ChatMixin` is part of
-:class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
-module to one concern): a chat call waits
-for a slot of the model's limiter, and while one waits the scheduler
-starts no batch item of that model, so interactive calls go first.
+A chat call waits for a slot of the model's limiter; while one waits,
+the scheduler starts no batch item of that model (it reads
+:attr:`Chat.waiters`), so interactive calls go first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from pipeline.worker.base import WorkerBase
+from pipeline.worker.calls import Calls
 from pipeline.worker.limits import Reservation
 from pipeline.worker.requests import request_tokens
-from pipeline.worker.served_model import ServedModel
+from pipeline.worker.served_model import ServedModel, ServedModels
 from providers.base import (
     Completion,
     CompletionRequest,
@@ -40,8 +39,37 @@ class _Slot:
     used: int | None = None
 
 
-class ChatMixin(WorkerBase):
-    """The chat-completion methods of a provider worker."""
+class Chat:
+    """Chat completions under the model limits the worker's items share.
+
+    Args:
+        served: The worker's models and limiters.
+        calls: Calls the provider.
+        learn_models: Reads the catalog again and syncs the limits (a
+            model added since the last poll).
+        sync_limits: Exchanges shares with the limits coordinator now.
+        wake: Wakes the scheduler (a freed slot).
+        worker: The worker's name (in errors).
+    """
+
+    def __init__(
+        self,
+        served: ServedModels,
+        calls: Calls,
+        *,
+        learn_models: Callable[[], Awaitable[None]],
+        sync_limits: Callable[[], Awaitable[None]],
+        wake: Callable[[], None],
+        worker: str,
+    ) -> None:
+        self._served = served
+        self._calls = calls
+        self._learn_models = learn_models
+        self._sync_limits = sync_limits
+        self._wake = wake
+        self._worker = worker
+        #: Chat calls waiting for a slot, per model.
+        self.waiters: defaultdict[str, int] = defaultdict(int)
 
     async def complete(
         self, model_name: str, request: CompletionRequest
@@ -52,16 +80,15 @@ class ChatMixin(WorkerBase):
             ProviderError: The last error, once retries are spent.
             KeyError: The model is not served here.
         """
-        await self.start()
-        model = await self._served(model_name)
+        model = await self._model(model_name)
         for attempt in range(1, CHAT_ATTEMPTS + 1):
             try:
                 async with self._slot(model_name, request) as slot:
-                    completion = await self._call(model, request)
+                    completion = await self._calls.call(model, request)
                     slot.used = completion.usage.total_tokens
                     return completion
             except ProviderError as error:
-                await self._chat_backoff(model_name, error, attempt)
+                await self._backoff(model_name, error, attempt)
         raise AssertionError("unreachable")
 
     async def stream(
@@ -71,17 +98,12 @@ class ChatMixin(WorkerBase):
 
         Retries only while nothing has been sent yet.
         """
-        await self.start()
-        model = await self._served(model_name)
+        model = await self._model(model_name)
         for attempt in range(1, CHAT_ATTEMPTS + 1):
             sent = False
             try:
                 async with self._slot(model_name, request) as slot:
-                    if model.key_error is not None:
-                        raise model.key_error
-                    async for event in self._provider.stream(
-                        model.config, request, model.api_key
-                    ):
+                    async for event in self._calls.stream(model, request):
                         if isinstance(event, TextDelta):
                             sent = True
                         else:
@@ -91,7 +113,7 @@ class ChatMixin(WorkerBase):
             except ProviderError as error:
                 if sent:
                     raise
-                await self._chat_backoff(model_name, error, attempt)
+                await self._backoff(model_name, error, attempt)
 
     @asynccontextmanager
     async def _slot(
@@ -106,23 +128,24 @@ class ChatMixin(WorkerBase):
         try:
             yield slot
         finally:
-            self.limiters[model_name].finish(slot.reservation, slot.used)
-            self._wake.set()
+            self._served.limiters[model_name].finish(
+                slot.reservation, slot.used
+            )
+            self._wake()
 
-    async def _served(self, model_name: str) -> ServedModel:
-        if model_name not in self.models:
-            await self._refresh_models()
-            await self._sync_once()
-        model = self.models.get(model_name)
+    async def _model(self, model_name: str) -> ServedModel:
+        if model_name not in self._served:
+            await self._learn_models()
+        model = self._served.models.get(model_name)
         if model is None:
             raise KeyError(
-                f"model {model_name!r} is not served by {self.name}"
+                f"model {model_name!r} is not served by {self._worker}"
             )
         return model
 
     async def _acquire(self, model: str, tokens: int) -> Reservation:
-        limiter = self.limiters[model]
-        self._chat_waiters[model] += 1
+        limiter = self._served.limiters[model]
+        self.waiters[model] += 1
         try:
             while True:
                 delay = limiter.start_delay(tokens)
@@ -131,17 +154,18 @@ class ChatMixin(WorkerBase):
                     if reservation is not None:
                         return reservation
                 if limiter.share.concurrency == 0:
-                    await self._sync_once()
+                    await self._sync_limits()
                 await limiter.wait_for_change(min(delay, 1.0))
         finally:
-            self._chat_waiters[model] -= 1
+            self.waiters[model] -= 1
 
-    async def _chat_backoff(
+    async def _backoff(
         self, model: str, error: ProviderError, attempt: int
     ) -> None:
         if isinstance(error, RateLimitError):
-            self.limiters[model].rate_limited()
-        decision = self._retry.decide(error, attempt, CHAT_ATTEMPTS, self._rng)
+            self._served.limiters[model].rate_limited()
+        calls = self._calls
+        decision = calls.retry.decide(error, attempt, CHAT_ATTEMPTS, calls.rng)
         if not decision.retry or decision.delay_s > CHAT_MAX_RETRY_WAIT_S:
             raise error
         await asyncio.sleep(decision.delay_s)

@@ -17,23 +17,27 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from bson import ObjectId
 from pymongo import UpdateOne
 
 from pipeline.jobs.aggregation import FINAL_COUNTED, started_pipeline
 from pipeline.jobs.item_ids import item_ids
-from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS, SUMMARY_FIELDS
+from pipeline.jobs.shapes import (
+    DEFAULT_MAX_ATTEMPTS,
+    SUMMARY_FIELDS,
+    StoredItem,
+)
 from pipeline.states import ITEM_TRANSITIONS, Actor, Status, check
 from pipeline.store import Store
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
 from pipeline.store.database import LEASED
-from pipeline.store.document_collection import utcnow
+from pipeline.store.document_collection import Document, utcnow
 from pipeline.worker.journal import Change, Journal
 
 S = Status
-Item = dict[str, Any]
+Item = StoredItem
 
 #: Item fields a worker needs (everything but ``_metadata``).
 ITEM_PROJECTION = {"_metadata": 0}
@@ -104,6 +108,11 @@ class WriteReport:
     seconds: float = 0.0
 
 
+def _items(documents: list[Document]) -> list[Item]:
+    """Item documents as read (with the reader's projection)."""
+    return cast(list[Item], documents)
+
+
 class ItemStore:
     """Reads, claims and finishes items for one worker (one *lane*)."""
 
@@ -153,7 +162,7 @@ class ItemStore:
             end: Past the last seq (at most the job's item count).
         """
         ids = item_ids(item_base, start, end)
-        return await find_by_ids(self.items, ids, ITEM_PROJECTION)
+        return _items(await find_by_ids(self.items, ids, ITEM_PROJECTION))
 
     async def leased_count(self, job_id: ObjectId) -> int:
         """How many items of a job are leased (PROCESSING)."""
@@ -186,15 +195,18 @@ class ItemStore:
             {"leaseExpiresAt": bounds},
             {**LEASE_FIELDS, "status": 1, "model": 1},
         )
-        return [
-            {key: item[key] for key in LEASE_FIELDS if key in item}
-            async for item in leased
-            if item.get("status") == S.PROCESSING and item["model"] in wanted
-        ]
+        return _items(
+            [
+                {key: item[key] for key in LEASE_FIELDS if key in item}
+                async for item in leased
+                if item.get("status") == S.PROCESSING
+                and item["model"] in wanted
+            ]
+        )
 
     async def items_by_id(self, ids: list[ObjectId]) -> list[Item]:
         """Items (everything a worker needs of them) by their ids."""
-        return await find_by_ids(self.items, ids, ITEM_PROJECTION)
+        return _items(await find_by_ids(self.items, ids, ITEM_PROJECTION))
 
     async def system_prompts(
         self, keys: set[tuple[ObjectId, int]]
@@ -295,11 +307,13 @@ class ItemStore:
         for item in items:
             if item["_id"] in claimed:
                 item.update(
-                    status=S.PROCESSING,
-                    leaseOwner=owner,
-                    leaseExpiresAt=expires,
-                    startedAt=now,
-                    attempts=item.get("attempts", 0) + 1,
+                    {
+                        "status": S.PROCESSING,
+                        "leaseOwner": owner,
+                        "leaseExpiresAt": expires,
+                        "startedAt": now,
+                        "attempts": item.get("attempts", 0) + 1,
+                    }
                 )
                 taken.append(item)
         return taken
@@ -309,8 +323,10 @@ class ItemStore:
 
         Asked after a claim whose answer was lost.
         """
-        return await find_by_ids(
-            self.items, ids, ITEM_PROJECTION, leaseOwner=owner
+        return _items(
+            await find_by_ids(
+                self.items, ids, ITEM_PROJECTION, leaseOwner=owner
+            )
         )
 
     async def renew_leases(self, items: list[Item], lease_s: float) -> None:
@@ -465,7 +481,7 @@ class ItemStore:
         items: list[Item],
         source: Status,
         target: Status,
-        extra: dict[str, Any] | None = None,
+        extra: StoredItem | None = None,
         actor: Actor = Actor.SYSTEM,
     ) -> list[Item]:
         """Move items from ``source`` to ``target`` (cancel, requeue).

@@ -37,6 +37,7 @@ from pymongo import UpdateOne
 
 from pipeline.errors import InvalidTransition
 from pipeline.jobs.aggregation import FINAL_COUNTED, JobDelta, update_pipeline
+from pipeline.jobs.shapes import StoredItem
 from pipeline.logging import get_logger
 from pipeline.states import ITEM_TRANSITIONS, Actor, Status, allowed
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks
@@ -64,7 +65,7 @@ class Change:
         actor: On whose behalf (a requeue is an admin's).
     """
 
-    item: dict[str, Any]
+    item: StoredItem
     target: Status
     filter: dict[str, Any]
     update: dict[str, Any]

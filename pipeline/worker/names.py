@@ -7,6 +7,7 @@ new code creates new actors instead of finding the old ones.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 #: What every project actor's name starts with.
@@ -90,3 +91,57 @@ class ActorName:
         if not provider or not replica.isdigit():
             return None
         return provider, int(replica)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who a worker is: its slot, its actor name and this life of it.
+
+    Attributes:
+        provider: The provider it serves.
+        replica: Its replica index.
+        replicas: How many replicas the provider has (``WORKER_REPLICAS``).
+        name: Its actor name (:func:`worker_name`).
+        incarnation: This life's id (a restart is a new one).
+    """
+
+    provider: str
+    replica: int
+    replicas: int
+    name: str
+    incarnation: str
+
+    @classmethod
+    def new(
+        cls, provider: str, replica: int, replicas: int, version: str
+    ) -> WorkerIdentity:
+        """A new life of replica ``replica`` of ``provider``'s worker."""
+        return cls(
+            provider,
+            replica,
+            replicas,
+            worker_name(provider, replica, version),
+            uuid.uuid4().hex[:12],
+        )
+
+    @property
+    def role(self) -> str:
+        """Its name without the code version (:func:`worker_role`)."""
+        return worker_role(self.provider, self.replica)
+
+    @property
+    def holder(self) -> str:
+        """Name and incarnation: what its leases and journal lanes carry."""
+        return f"{self.name}/{self.incarnation}"
+
+    def earlier_life(self, token: str, taken_over: set[str]) -> bool:
+        """Whether a lane or lease token is of an earlier life of this worker.
+
+        Or of a retired worker of another code version that this one
+        took over (named in ``taken_over``: it is dead).
+        """
+        name, _, rest = token.partition("/")
+        if name in taken_over:
+            return True
+        incarnation = rest.partition("/")[0]
+        return name == self.name and incarnation != self.incarnation

@@ -88,7 +88,9 @@ Submitting without doubles
     finds the batch if it was created; otherwise the items are submitted
     again. Anthropic keeps no batch metadata: there the record is only
     retried once the vendor's list shows no batch created in its window
-    (still to be built).
+    (its creation, less a margin, to an hour after) that holds its items:
+    one of as many requests still running makes it wait; one that ended
+    is the record's when its lines are the record's items.
 
 Polling and results
     ``submitted`` records are polled every ``BATCH_SUBMIT_INTERVAL``. When
@@ -130,8 +132,9 @@ would; a transient one leaves the record to the next round. A batch
 that *failed* (none of its lines ran) spends each line's attempt, so
 one that always fails ends its items FAILED after ``maxAttempts``;
 lines of an expired or cancelled batch give theirs back. Still to
-build: Anthropic's resubmission check; adopting the records of a
-replica that no longer runs (above); fallbacks; the benchmark.
+build: adopting the records of a replica that no longer runs (above);
+fallbacks. ``benchmarks/batch_mode.py`` measures a batch job against
+the same job live.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ from typing import Any, Literal
 from bson import ObjectId
 
 from pipeline.catalog import Pricing
+from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS
 from pipeline.states import Status
 from pipeline.worker.retry import RetryPolicy, error_record
 from providers.base import Completion
@@ -299,7 +303,7 @@ def decide_line(
         it, one that never ran gives it back.
     """
     attempts = int(item.get("attempts", 1))
-    max_attempts = int(item.get("maxAttempts", 3))
+    max_attempts = int(item.get("maxAttempts", DEFAULT_MAX_ATTEMPTS))
     if line is None or (isinstance(line, LineError) and not line.ran):
         reason = (
             line.error.message

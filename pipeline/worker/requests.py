@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
+from pipeline.jobs.shapes import StoredItem
 from providers.base import CompletionRequest
 
 #: Output tokens assumed for a call without ``maxTokens`` (tpm estimate).
 DEFAULT_OUTPUT_TOKENS = 256
 
 
-def item_request(item: dict[str, Any]) -> CompletionRequest:
+def item_request(item: StoredItem) -> CompletionRequest:
     """The provider request of a claimed item (system prompt resolved)."""
     return CompletionRequest.from_prompts(
         item.get("systemPrompt"),
@@ -70,7 +70,7 @@ def cache_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def result_cache_key(item: dict[str, Any], shared: bool) -> str:
+def result_cache_key(item: StoredItem, shared: bool) -> str:
     """The result-cache key of an item (system prompt resolved).
 
     Args:

@@ -30,6 +30,7 @@ from .base import (
     BatchStatus,
     LineError,
     LineOutcome,
+    ListedBatch,
     ProviderBatchRef,
 )
 from .split import BatchLimits, split_requests
@@ -51,6 +52,7 @@ __all__ = [
     "BatchStatus",
     "LineError",
     "LineOutcome",
+    "ListedBatch",
     "ProviderBatchRef",
     "batch_client",
     "has_batch_api",

@@ -6,13 +6,15 @@ until ``ended``; the results stream is JSON lines, each ``succeeded``
 (a message), ``errored`` (an error object), ``expired`` or ``canceled``.
 A batch whose cancel was asked is reported ``cancelled`` once ended, one
 with expired lines ``expired``. Batches keep no metadata, so a label
-cannot be stored nor a batch found by it (``can_find`` is False).
+cannot be stored nor a batch found by it (``can_find`` is False); the
+key's batches can be listed instead (``can_list``), newest first.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from .._call import CallContext
@@ -25,11 +27,14 @@ from .base import (
     BatchRequest,
     BatchStatus,
     LineOutcome,
+    ListedBatch,
     ProviderBatchRef,
     line_error,
 )
 from .split import BatchLimits
 
+#: Batches per page of the list (the API allows 1 to 1,000).
+_LIST_PAGE = 100
 # The HTTP status each error type stands for.
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400,
@@ -48,6 +53,7 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
 
     adapter: AnthropicProvider
     provider = "anthropic"
+    can_list = True
     # 100,000 requests and 256 MB per batch.
     default_limits = BatchLimits(100_000, 256 * 10**6)
 
@@ -75,32 +81,28 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
         )
         return ProviderBatchRef(self.provider, batch.id)
 
+    async def _list(
+        self, begun: BatchCall[Any, Any], since: datetime, until: datetime
+    ) -> list[ListedBatch]:
+        listed = []
+        # Newest first: stop at the first batch older than ``since``.
+        async for batch in begun.client.messages.batches.list(
+            limit=_LIST_PAGE
+        ):
+            if batch.created_at < since:
+                break
+            if batch.created_at <= until:
+                ref = ProviderBatchRef(self.provider, batch.id)
+                listed.append(
+                    ListedBatch(ref, batch.created_at, _status(batch))
+                )
+        return listed
+
     async def _poll(
         self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> BatchStatus:
         batch = await begun.client.messages.batches.retrieve(ref.batch_id)
-        counts = batch.request_counts
-        total = (
-            counts.processing
-            + counts.succeeded
-            + counts.errored
-            + counts.canceled
-            + counts.expired
-        )
-        state = "running"
-        if batch.processing_status == "ended":
-            if batch.cancel_initiated_at is not None:
-                state = "cancelled"
-            elif counts.expired:
-                state = "expired"
-            else:
-                state = "completed"
-        return BatchStatus(
-            state=state,  # type: ignore[arg-type]
-            total=total,
-            succeeded=counts.succeeded,
-            failed=counts.errored,
-        )
+        return _status(batch)
 
     async def _results(
         self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
@@ -113,6 +115,32 @@ class AnthropicBatchClient(BatchClient[Any, Any]):
         self, begun: BatchCall[Any, Any], ref: ProviderBatchRef
     ) -> None:
         await begun.client.messages.batches.cancel(ref.batch_id)
+
+
+def _status(batch: Any) -> BatchStatus:
+    """A message batch's status."""
+    counts = batch.request_counts
+    total = (
+        counts.processing
+        + counts.succeeded
+        + counts.errored
+        + counts.canceled
+        + counts.expired
+    )
+    state = "running"
+    if batch.processing_status == "ended":
+        if batch.cancel_initiated_at is not None:
+            state = "cancelled"
+        elif counts.expired:
+            state = "expired"
+        else:
+            state = "completed"
+    return BatchStatus(
+        state=state,  # type: ignore[arg-type]
+        total=total,
+        succeeded=counts.succeeded,
+        failed=counts.errored,
+    )
 
 
 def _outcome(result: Any, ctx: CallContext) -> LineOutcome:

@@ -123,6 +123,21 @@ class BatchStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedBatch:
+    """A batch as the vendor's list shows it.
+
+    Attributes:
+        ref: Its reference.
+        created_at: When the vendor created it.
+        status: Where it is (``total`` is its number of requests).
+    """
+
+    ref: ProviderBatchRef
+    created_at: datetime
+    status: BatchStatus
+
+
+@dataclass(frozen=True, slots=True)
 class LineError:
     """A line of a batch that brought no answer.
 
@@ -164,6 +179,8 @@ class BatchClient(ABC, Generic[S, C]):
     default_limits: ClassVar[BatchLimits]
     #: Whether :meth:`find` can tell if a labelled batch was created.
     can_find: ClassVar[bool] = False
+    #: Whether :meth:`created_between` lists the key's batches.
+    can_list: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -199,6 +216,12 @@ class BatchClient(ABC, Generic[S, C]):
         line_ids: tuple[str, ...],
     ) -> ProviderBatchRef | None:
         """Look the labelled batch up (vendors with :attr:`can_find`)."""
+        raise NotImplementedError
+
+    async def _list(
+        self, begun: BatchCall[Any, Any], since: datetime, until: datetime
+    ) -> list[ListedBatch]:
+        """The batches created in a window (vendors with :attr:`can_list`)."""
         raise NotImplementedError
 
     @abstractmethod
@@ -338,6 +361,41 @@ class BatchClient(ABC, Generic[S, C]):
         begun = self._begin(config, api_key)
         with self._boundary(begun.ctx):
             return await self._find(begun, label, since, tuple(line_ids))
+
+    async def created_between(
+        self,
+        config: Mapping[str, Any],
+        api_key: str | None,
+        since: datetime,
+        until: datetime,
+    ) -> list[ListedBatch]:
+        """The batches the key created in a window, newest first.
+
+        Where a batch keeps no label, this is how a caller that lost the
+        vendor's answer tells whether a batch was created.
+
+        Args:
+            config: The model's provider config.
+            api_key: The model's key.
+            since: The window's start.
+            until: The window's end.
+
+        Returns:
+            The batches created at or after ``since`` and at or before
+            ``until``, whichever model they are for.
+
+        Raises:
+            NotImplementedError: The vendor's batches cannot be listed
+                here (:attr:`can_list` is False).
+            ProviderError: The vendor could not be asked.
+        """
+        if not self.can_list:
+            raise NotImplementedError(
+                f"{self.provider}: listing batches is not supported"
+            )
+        begun = self._begin(config, api_key)
+        with self._boundary(begun.ctx):
+            return await self._list(begun, since, until)
 
     async def poll(
         self,

@@ -3,6 +3,7 @@
 Routes::
 
     POST /v1/messages/batches                  create {requests: [...]}
+    GET  /v1/messages/batches                  list, newest first
     GET  /v1/messages/batches/{id}             poll
     POST /v1/messages/batches/{id}/cancel      cancel
     GET  /v1/messages/batches/{id}/results     JSON lines, once ended
@@ -67,6 +68,7 @@ class AnthropicBatchRoutes:
         """Register the routes."""
         router = app.router
         router.add_post(_ROOT, self._create)
+        router.add_get(_ROOT, self._list)
         router.add_get(f"{_ROOT}/{{batch_id}}", self._retrieve)
         router.add_post(f"{_ROOT}/{{batch_id}}/cancel", self._cancel)
         router.add_get(f"{_ROOT}/{{batch_id}}/results", self._results)
@@ -122,6 +124,33 @@ class AnthropicBatchRoutes:
         except WireError as exc:
             return BatchLine(custom_id, None, f"params.{exc.message}")
         return BatchLine(custom_id, call)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Batches, newest first, ``limit`` at a time after ``after_id``."""
+        self.store.count(VENDOR, "lists")
+        mine = [
+            b
+            for b in reversed(self.store.batches.values())
+            if b.vendor == VENDOR
+        ]
+        after = request.query.get("after_id")
+        if after is not None:
+            ids = [b.id for b in mine]
+            mine = mine[ids.index(after) + 1 :] if after in ids else []
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", 20))))
+        except ValueError:
+            return self._error(400, "limit: must be an integer")
+        now = time.time()
+        page = [self._render(b, now, request) for b in mine[:limit]]
+        return web.json_response(
+            {
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(mine) > limit,
+            }
+        )
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         batch = self.store.get(VENDOR, request.match_info["batch_id"])

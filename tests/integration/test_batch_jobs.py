@@ -6,6 +6,8 @@ never by live calls, at the batch price; its counts, results and cancel
 behave as for a live job.
 """
 
+import json
+
 import pytest
 
 from tests.support.api import (
@@ -55,7 +57,11 @@ def _batch_cost(result):
     ) / 1e6
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+# Azure OpenAI's model is a deployment (a global-batch one for batches),
+# named in every line of the uploaded file.
+@pytest.mark.parametrize(
+    "provider", ["openai", "azure_openai", "anthropic", "gemini"]
+)
 def test_a_batch_job_is_answered_through_provider_batches(
     http, admin_headers, fake, provider
 ):
@@ -162,6 +168,63 @@ def test_canceling_a_batch_job_cancels_its_provider_batch(
     results = all_results(http, client, job["id"])
     assert {(i["status"], i["attempts"]) for i in results} == {("CANCELED", 0)}
     assert fake.stats(model)["requests"] == 0
+
+
+def _json_lines(http, client, job_id):
+    response = http.get(
+        f"/jobs/{job_id}/results",
+        params={"format": "jsonl"},
+        headers=client.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def _same_for_any_job(line):
+    """A result line without what differs from one job to another."""
+    kept = {k: v for k, v in line.items() if k not in _PER_JOB}
+    result = dict(kept.pop("result"))
+    for key in _PER_ANSWER:
+        result.pop(key)
+    return {**kept, "result": result}
+
+
+# The item's id and times, and how and at what price it was answered.
+_PER_JOB = ("id", "startedAt", "finishedAt")
+_PER_ANSWER = ("latencyMs", "cost", "via")
+
+
+def test_json_lines_of_a_batch_job_are_those_of_a_live_job(
+    http, admin_headers, fake
+):
+    model = _batch_model(
+        http, admin_headers, fake, "openai", {"durationMs": 200}
+    )
+    client = register_client(http, admin_headers)
+    items = _items(model, 7)
+    batch = submit_job(http, client, items, mode="batch")
+    live = submit_job(http, client, items)
+    for job in (batch, live):
+        done = wait_for_job(http, client, job["id"], timeout_s=120)
+        assert done["counts"]["PROCESSED"] == 7
+
+    batch_lines = _json_lines(http, client, batch["id"])
+    live_lines = _json_lines(http, client, live["id"])
+    # The export streams what the paged results show.
+    assert batch_lines == all_results(http, client, batch["id"])
+    assert [set(line) for line in batch_lines] == [
+        set(line) for line in live_lines
+    ]
+    assert [_same_for_any_job(line) for line in batch_lines] == [
+        _same_for_any_job(line) for line in live_lines
+    ]
+    assert [line["result"]["via"] for line in batch_lines] == ["batch"] * 7
+    assert [line["result"]["via"] for line in live_lines] == ["live"] * 7
+    for ours, theirs in zip(batch_lines, live_lines, strict=True):
+        assert ours["result"]["cost"] == pytest.approx(
+            theirs["result"]["cost"] / 2
+        )
 
 
 def test_an_auto_job_uses_batches_only_when_its_deadline_allows(

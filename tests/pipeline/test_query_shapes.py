@@ -238,7 +238,7 @@ async def _exercise_clients_prompts_jobs_and_a_worker(
     again, _ = await submitter.submit(owner.id, quotas, items, JobOptions())
     await worker.notify_job(again)
     await wait_done(store, again["_id"])
-    await worker._poll_once()  # a later poll: expired leases only
+    await worker.recovery.poll_once()  # a later poll: expired leases only
     await worker.stop()
 
     jobs = JobService(store)

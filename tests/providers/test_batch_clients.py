@@ -260,6 +260,30 @@ async def test_a_labelled_batch_is_found_after_a_lost_answer(
     assert fake.batch_stats()[client.provider]["lists"] >= 2
 
 
+async def test_the_batches_of_a_window_are_listed_newest_first(
+    fake: FakeProviderServer, client: BatchClient[Any, Any]
+) -> None:
+    model = Model(fake, client).behave(batch={"durationMs": 600_000})
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    if not client.can_list:
+        with pytest.raises(NotImplementedError):
+            await client.created_between(model.config, None, since, until)
+        return
+    older = await model.submit(requests(2))
+    newer = await model.submit(requests(3))
+    listed = await client.created_between(model.config, None, since, until)
+    mine = [b for b in listed if b.ref in (older, newer)]
+    assert [b.ref for b in mine] == [newer, older]
+    assert [b.status.total for b in mine] == [3, 2]
+    assert {b.status.state for b in mine} == {"running"}
+    assert all(since <= b.created_at <= until for b in listed)
+    later = await client.created_between(
+        model.config, None, until, until + timedelta(minutes=1)
+    )
+    assert later == []
+
+
 async def test_gemini_sends_a_large_batch_as_an_uploaded_file(
     fake: FakeProviderServer,
 ) -> None:

@@ -23,9 +23,9 @@ from pipeline.jobs.validation import ItemSpec
 from pipeline.prompts import PromptService
 from pipeline.settings import Settings
 from pipeline.store import Store
-from pipeline.worker.base import SyncLimits
 from pipeline.worker.coordinator import LimitsCoordinator
-from pipeline.worker.engine import ProviderWorker
+from pipeline.worker.engine import ProviderWorker, open_worker
+from pipeline.worker.limits_sync import SyncLimits
 from pipeline.worker.names import worker_name
 from providers.fake import FakeProviderServer, fake_model_config
 
@@ -48,13 +48,18 @@ def make_worker(
     settings: Settings,
     store: Store,
     coordinator: LimitsCoordinator | None = None,
-    cls: type[ProviderWorker] = ProviderWorker,
+    replica: int = 0,
     **options: Any,
 ) -> ProviderWorker:
-    """The openai worker (replica 0), or one of a test subclass."""
+    """The openai worker (replica 0 unless told), in this process."""
     options.setdefault("seed", 1)
-    return cls(
-        "openai", 0, settings, local_sync(coordinator), store=store, **options
+    return open_worker(
+        "openai",
+        replica,
+        settings,
+        local_sync(coordinator),
+        store=store,
+        **options,
     )
 
 

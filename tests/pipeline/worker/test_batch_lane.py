@@ -15,7 +15,7 @@ from pipeline.catalog import Pricing
 from pipeline.states import Status
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
-from pipeline.worker.engine import ProviderWorker
+from pipeline.worker.engine import open_worker
 from pipeline.worker.item_store import ItemStore
 from pipeline.worker.names import worker_role
 from providers.batch import batch_client
@@ -142,7 +142,7 @@ async def test_a_worker_moves_only_its_own_provider_batches(env, fake_thread):
     polls = fake.batch_stats()["openai"].get("polls", 0)
 
     # Replica 1 runs rounds, and leaves replica 0's batch alone.
-    other = ProviderWorker(
+    other = open_worker(
         "openai", 1, _settings(settings), local_sync(), store=store
     )
     await other.start()
@@ -174,7 +174,7 @@ async def test_a_deploys_successor_takes_over_the_provider_batches(
     fake.configure(models={"bl4": {"batch": {"durationMs": 30}}})
     # The old version's worker: its rounds sleep for an hour after the
     # first, so only the submission below reaches the provider.
-    old = ProviderWorker(
+    old = open_worker(
         "openai",
         0,
         settings.with_overrides(
@@ -195,7 +195,7 @@ async def test_a_deploys_successor_takes_over_the_provider_batches(
     stored = await store.raw("provider_batches").find_one({"_id": record.id})
     assert stored["state"] == "submitted"
 
-    new = ProviderWorker(
+    new = open_worker(
         "openai",
         0,
         settings.with_overrides(

@@ -10,10 +10,13 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
+from pymongo import monitoring
 
 from pipeline.catalog import Pricing
 from pipeline.jobs.service import JobService
 from pipeline.states import Actor, Status
+from pipeline.store import Store, create_mongo_client
+from pipeline.store.by_id import MAX_IDS_PER_QUERY
 from pipeline.store.document_collection import utcnow
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
@@ -249,6 +252,191 @@ async def test_a_provider_batch_that_keeps_failing_spends_the_attempts(parts):
     assert {i["attempts"] for i in items} == {2}
     assert {i["error"]["type"] for i in items} == {"transient"}
     assert fake.batch_stats()["openai"]["creates"] == creates + 2
+
+
+@pytest.fixture
+async def anthropic_parts(env, fake_thread):
+    store, _, settings = env
+    client = batch_client("anthropic")
+    ledger = BatchLedger(store)
+    yield store, settings, fake_thread, client, ledger
+    await client.aclose()
+
+
+def _anthropic_submitter(parts, model):
+    store, _, fake, client, ledger = parts
+    config = fake_model_config("anthropic", model, fake.url)
+    models = {model: BatchModel(model, config, None, PRICING)}
+    return BatchSubmitter(
+        "anthropic", client, ItemStore(store, LANE), ledger, models
+    )
+
+
+def _anthropic_calls(fake, what):
+    return fake.batch_stats().get("anthropic", {}).get(what, 0)
+
+
+async def _anthropic_collected(submitter, ledger):
+    async with asyncio.timeout(_WAIT_SECONDS):
+        while await ledger.open_records("anthropic"):
+            await submitter.advance()
+            await asyncio.sleep(0.02)
+
+
+async def _crashed_after_claim(submitter, ledger, items):
+    """An Anthropic record written and its items claimed, as a worker
+    leaves them when it dies before it can store the vendor's answer."""
+    record = ProviderBatchRecord(
+        id=ObjectId(),
+        model=items[0]["model"],
+        provider="anthropic",
+        item_ids=[i["_id"] for i in items],
+        created_at=submitter.clock(),
+    )
+    await ledger.add(record)
+    claimed = await submitter.items.claim(items, record.lease_owner, 3600)
+    requests = [BatchRequest(str(i["_id"]), item_request(i)) for i in claimed]
+    return record, requests
+
+
+async def test_an_anthropic_batch_made_before_a_crash_is_not_made_again(
+    anthropic_parts,
+):
+    store, settings, fake, client, ledger = anthropic_parts
+    job = await submit(store, settings, fake, 3, model="ba1")
+    fake.configure(models={"ba1": {"batch": {"durationMs": 300}}})
+    first = _anthropic_submitter(anthropic_parts, "ba1")
+    items = await job_items(store, job["_id"])
+    _, requests = await _crashed_after_claim(first, ledger, items)
+    # The vendor created the batch; its answer (the id) was lost. Message
+    # batches keep no label to find it by.
+    await client.submit(first.models["ba1"].config, None, requests)
+    creates = _anthropic_calls(fake, "creates")
+
+    successor = _anthropic_submitter(anthropic_parts, "ba1")
+    await _anthropic_collected(successor, ledger)
+    assert _anthropic_calls(fake, "creates") == creates
+    assert _anthropic_calls(fake, "lists") >= 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+    assert {i["attempts"] for i in done} == {1}
+
+
+async def test_an_anthropic_record_waits_for_a_batch_that_may_be_its_own(
+    anthropic_parts,
+):
+    store, settings, fake, client, ledger = anthropic_parts
+    job = await submit(store, settings, fake, 2, model="ba2")
+    fake.configure(models={"ba2": {"batch": {"durationMs": 600_000}}})
+    first = _anthropic_submitter(anthropic_parts, "ba2")
+    items = await job_items(store, job["_id"])
+    await _crashed_after_claim(first, ledger, items)
+    # Another batch of as many requests, made at the same time: until it
+    # ends, nothing tells whether it is the record's.
+    config = first.models["ba2"].config
+    other = await client.submit(
+        config,
+        None,
+        [
+            BatchRequest(f"other-{n}", item_request(item))
+            for n, item in enumerate(items)
+        ],
+    )
+    creates = _anthropic_calls(fake, "creates")
+    lists = _anthropic_calls(fake, "lists")
+
+    successor = _anthropic_submitter(anthropic_parts, "ba2")
+    await successor.advance()
+    assert _anthropic_calls(fake, "lists") > lists
+    assert _anthropic_calls(fake, "creates") == creates
+    assert [r.state for r in await ledger.open_records("anthropic")] == [
+        "claimed"
+    ]
+
+    # It ends with other lines than the record's: the record is submitted.
+    await client.cancel(config, None, other)
+    fake.configure(models={"ba2": {"batch": {"durationMs": 30}}})
+    await _anthropic_collected(successor, ledger)
+    assert _anthropic_calls(fake, "creates") == creates + 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+async def test_an_anthropic_record_left_before_its_submission_is_submitted(
+    anthropic_parts,
+):
+    store, settings, fake, _, ledger = anthropic_parts
+    job = await submit(store, settings, fake, 2, model="ba3")
+    fake.configure(models={"ba3": {"batch": {"durationMs": 30}}})
+    first = _anthropic_submitter(anthropic_parts, "ba3")
+    items = await job_items(store, job["_id"])
+    await _crashed_after_claim(first, ledger, items)
+    creates = _anthropic_calls(fake, "creates")
+
+    successor = _anthropic_submitter(anthropic_parts, "ba3")
+    await _anthropic_collected(successor, ledger)
+    assert _anthropic_calls(fake, "creates") == creates + 1
+    done = await job_items(store, job["_id"])
+    assert {i["status"] for i in done} == {Status.PROCESSED}
+
+
+class _ItemUpdates(monitoring.CommandListener):
+    """The number of ids each ``update`` of the items addresses."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name != "update" or command["update"] != "items":
+            return
+        for update in command["updates"]:
+            ids = update["q"].get("_id")
+            if isinstance(ids, dict) and "$in" in ids:
+                self.sizes.append(len(ids["$in"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_large_batch_claims_its_items_a_few_at_a_time(parts):
+    store, settings, fake, client, ledger = parts
+    count = 2 * MAX_IDS_PER_QUERY + 1
+    job = await submit(store, settings, fake, count, model="bm8")
+    fake.configure(models={"bm8": {"batch": {"durationMs": 600_000}}})
+    # One update of every item of a large batch (up to the vendor's
+    # 50,000) outlasts the database's timeout: the batch never goes.
+    updates = _ItemUpdates()
+    watched = Store(
+        create_mongo_client(
+            settings.db_connection_string, event_listeners=[updates]
+        ),
+        settings.db_name,
+    )
+    try:
+        config = fake_model_config("openai", "bm8", fake.url)
+        submitter = BatchSubmitter(
+            "openai",
+            client,
+            ItemStore(watched, LANE),
+            ledger,
+            {"bm8": BatchModel("bm8", config, None, PRICING)},
+        )
+        records = await submitter.submit(
+            "bm8", await job_items(store, job["_id"])
+        )
+    finally:
+        await watched.close()
+    assert [(r.state, len(r.item_ids)) for r in records] == [
+        ("submitted", count)
+    ]
+    items = await job_items(store, job["_id"])
+    assert {i["leaseOwner"] for i in items} == {records[0].lease_owner}
+    assert updates.sizes
+    assert max(updates.sizes) <= MAX_IDS_PER_QUERY
 
 
 async def test_a_batch_that_ended_before_its_job_was_canceled_is_collected(

@@ -71,9 +71,9 @@ async def _kill(worker):
     Nothing new starts either (a cancelled call's cleanup would start
     the next one).
     """
-    worker._spawn = lambda coroutine: coroutine.close()
-    await cancel_all([*worker._loops, *worker._tasks])
-    await worker._provider.aclose()
+    worker.tasks.spawn = lambda coroutine: coroutine.close()
+    await cancel_all([*worker._loops, *worker.tasks.running])
+    await worker.calls.provider.aclose()
 
 
 async def test_a_writer_killed_mid_batch_leaves_consistent_counts(
@@ -186,8 +186,8 @@ async def _restarts(store, settings, job, rng, lives=8):
 
 def _gate(worker, point):
     """Hold the worker at a point of its next batch (None: anywhere)."""
-    worker._items.items = items = FlakyCollection(worker._items.items)
-    worker._items.jobs = jobs = FlakyCollection(worker._items.jobs)
+    worker.items.items = items = FlakyCollection(worker.items.items)
+    worker.items.jobs = jobs = FlakyCollection(worker.items.jobs)
     if point == "items write":
         return items.gate_next("bulk_write")
     if point == "job write":

@@ -55,7 +55,7 @@ async def test_a_draining_worker_hands_over_and_nothing_runs_twice(
     )
     await old.notify_job(job)
     # Claimed and not sent yet: those must come back with their attempt.
-    await _until(lambda: any(old.waiting.values()))
+    await _until(lambda: any(old.scheduler.waiting.values()))
 
     await old.begin_drain(local_sync(coordinator))
     new = make_worker(

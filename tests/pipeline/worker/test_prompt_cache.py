@@ -3,7 +3,8 @@
 from bson import ObjectId
 
 from pipeline.settings import Settings
-from pipeline.worker.engine import ProviderWorker
+from pipeline.store import Store, create_mongo_client
+from pipeline.worker.engine import open_worker
 from pipeline.worker.prompt_cache import PROMPT_CACHE_ENTRIES, PromptCache
 from tests.support.inprocess import local_sync
 
@@ -30,8 +31,10 @@ def test_the_cache_never_grows_past_its_size():
 
 def test_the_worker_keeps_its_prompts_in_a_bounded_cache(tmp_path):
     settings = Settings.from_env({"METASYNC_HOME": str(tmp_path)})
-    worker = ProviderWorker("openai", 0, settings, local_sync())
-    prompts = worker.prompt_cache
+    # The client connects lazily: nothing here reaches a database.
+    store = Store(create_mongo_client("mongodb://127.0.0.1:9"), "unused")
+    worker = open_worker("openai", 0, settings, local_sync(), store=store)
+    prompts = worker.preparation.prompts
     assert isinstance(prompts, PromptCache)
     assert prompts.max_entries == PROMPT_CACHE_ENTRIES
     for n in range(PROMPT_CACHE_ENTRIES + 50):

@@ -1,7 +1,8 @@
 """Races that lost or double-counted work, each made to happen on purpose.
 
-Test subclasses of the worker hold one step back until another has run,
-so each interleaving happens every time rather than once in a while.
+Tests wrap a step of one of the worker's parts to hold it back until
+another has run, so each interleaving happens every time rather than
+once in a while.
 """
 
 import asyncio
@@ -14,13 +15,11 @@ from pipeline.jobs.service import JobService
 from pipeline.jobs.shapes import job_summary
 from pipeline.states import Actor, Status
 from pipeline.store.document_collection import utcnow
-from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
     OPENAI_0,
     job_items,
-    local_sync,
     make_worker,
     submit,
     wait_done,
@@ -38,29 +37,37 @@ def _fail_calls(fake, model, calls, kind="bad_request", latency_ms=5):
     )
 
 
-class _RequeueRace(ProviderWorker):
-    """Reads a job's window only after the requeue sweep moved its items,
-    and claims only once both have queued what they found."""
+class _RequeueRace:
+    """A worker that reads a job's window only after the requeue sweep
+    moved its items, and claims only once both have queued what they
+    found."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, worker):
+        self.worker = worker
         self.swept = asyncio.Event()
         self.window_read = asyncio.Event()
         self.claims_open = asyncio.Event()
+        tracker, scheduler = worker.tracker, worker.scheduler
+        sweep, read_window = tracker.sweep, tracker.read_window
+        start_calls = scheduler.start_calls
 
-    async def _sweep(self, track, source, target, generation=0):
-        await super()._sweep(track, source, target, generation)
-        self.swept.set()
+        async def sweep_first(track, source, target, generation=0):
+            await sweep(track, source, target, generation)
+            self.swept.set()
 
-    async def _read_window(self, track):
-        await self.swept.wait()
-        await super()._read_window(track)
-        self.window_read.set()
+        async def read_after_sweep(track):
+            await self.swept.wait()
+            await read_window(track)
+            self.window_read.set()
 
-    def _start_calls(self, name):
-        if not self.claims_open.is_set():
-            return 0.05
-        return super()._start_calls(name)
+        def start_when_open(name):
+            if not self.claims_open.is_set():
+                return 0.05
+            return start_calls(name)
+
+        tracker.sweep = sweep_first
+        tracker.read_window = read_after_sweep
+        scheduler.start_calls = start_when_open
 
 
 async def test_a_requeued_item_is_queued_and_sent_once(env, fake_thread):
@@ -78,10 +85,11 @@ async def test_a_requeued_item_is_queued_and_sent_once(env, fake_thread):
     requeued = await JobService(store).requeue(str(job["_id"]))
     # A worker that starts now both sweeps the requeue and reads the
     # job's window; both find the same PENDING items.
-    worker = make_worker(settings, store, cls=_RequeueRace)
+    race = _RequeueRace(make_worker(settings, store))
+    worker = race.worker
     await worker.notify_job(requeued)
-    await asyncio.wait_for(worker.window_read.wait(), 10)
-    worker.claims_open.set()
+    await asyncio.wait_for(race.window_read.wait(), 10)
+    race.claims_open.set()
     done = await wait_done(store, job["_id"], timeout_s=20)
     await worker.stop()
 
@@ -214,28 +222,34 @@ async def test_settled_entries_leave_the_journal_after_a_failure(
 # -- cancel while items are in flight ------------------------------------
 
 
-class _Gated(ProviderWorker):
-    """Provider calls wait at a gate; sweeps say how they ended."""
+def _gated(worker):
+    """Make provider calls wait at a gate, and sweeps say how they ended.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.call_started = asyncio.Event()
-        self.calls_open = asyncio.Event()
-        self.swept = asyncio.Event()
-        self.sweep_failed = asyncio.Event()
+    Sets ``call_started``, ``calls_open`` (the gate), ``swept`` and
+    ``sweep_failed`` on the worker.
+    """
+    worker.call_started = asyncio.Event()
+    worker.calls_open = asyncio.Event()
+    worker.swept = asyncio.Event()
+    worker.sweep_failed = asyncio.Event()
+    call, sweep = worker.calls.call, worker.tracker.sweep
 
-    async def _call(self, model, request):
-        self.call_started.set()
-        await self.calls_open.wait()
-        return await super()._call(model, request)
+    async def gated_call(model, request):
+        worker.call_started.set()
+        await worker.calls_open.wait()
+        return await call(model, request)
 
-    async def _sweep(self, track, source, target, generation=0):
+    async def reported_sweep(track, source, target, generation=0):
         try:
-            await super()._sweep(track, source, target, generation)
+            await sweep(track, source, target, generation)
         except Exception:
-            self.sweep_failed.set()
+            worker.sweep_failed.set()
             raise
-        self.swept.set()
+        worker.swept.set()
+
+    worker.calls.call = gated_call
+    worker.tracker.sweep = reported_sweep
+    return worker
 
 
 async def _cancel(store, job):
@@ -253,7 +267,7 @@ async def test_a_retry_under_a_canceled_job_is_canceled(env, fake_thread):
     store, _, settings = env
     job = await submit(store, settings, fake_thread, 1)
     _fail_calls(fake_thread, "m1", [1], kind="server_error")
-    worker = make_worker(settings, store, cls=_Gated)
+    worker = _gated(make_worker(settings, store))
     await worker.notify_job(job)
     await _wait_event(worker.call_started)
     await worker.notify_job(await _cancel(store, job))
@@ -275,7 +289,7 @@ async def test_a_lease_taken_back_under_a_cancel_is_canceled(env, fake_thread):
     gone = ItemStore(store, "metasync-worker-openai-9/gone")
     await gone.claim(items[:1], "metasync-worker-openai-9/gone/1", 60)
     await _cancel(store, job)
-    worker = make_worker(settings, store, cls=_Gated)
+    worker = _gated(make_worker(settings, store))
     await worker.start()
     await _wait_event(worker.swept)  # the second item; the first is leased
     await store.raw("items").update_one(
@@ -294,7 +308,7 @@ async def test_a_cancel_sweep_that_failed_is_retried(env, fake_thread):
     job = await submit(
         store, settings, fake_thread, 20, limits={"maxConcurrency": 1}
     )
-    worker = make_worker(settings, store, cls=_Gated)
+    worker = _gated(make_worker(settings, store))
     await worker.notify_job(job)
     await _wait_event(worker.call_started)
     canceled = await _cancel(store, job)
@@ -323,7 +337,7 @@ async def test_a_requeue_sweep_that_failed_is_retried(env, fake_thread):
     await first.stop()
 
     _fail_calls(fake_thread, "m1", ())
-    worker = make_worker(settings, store, cls=_Gated)
+    worker = _gated(make_worker(settings, store))
     await worker.start()
     requeued = await JobService(store).requeue(str(job["_id"]))
     proxy.cut()
@@ -344,18 +358,16 @@ async def test_a_requeue_sweep_that_failed_is_retried(env, fake_thread):
 # -- leases of items held back by a rate limit ---------------------------
 
 
-class _ShortLeases(ProviderWorker):
+def _short_leases(worker):
     """Leases of two seconds (the real minimum is half a minute)."""
+    worker.served.lease_seconds = lambda model: 2.0
+    return worker
 
-    def _lease_seconds(self, model):
-        return 2.0
 
-
-class _Bystander(_ShortLeases):
+def _bystander(worker):
     """Claims nothing; its poll takes back leases that ran out."""
-
-    def _schedule(self):
-        return 1.0
+    worker.scheduler.schedule = lambda: 1.0
+    return _short_leases(worker)
 
 
 async def test_leases_of_held_items_are_renewed(env, fake_thread):
@@ -370,8 +382,8 @@ async def test_leases_of_held_items_are_renewed(env, fake_thread):
         max_attempts=1,
         limits={"maxConcurrency": 4, "rpm": 60},
     )
-    worker = make_worker(settings, store, cls=_ShortLeases)
-    bystander = _Bystander("openai", 1, settings, local_sync(), store=store)
+    worker = _short_leases(make_worker(settings, store))
+    bystander = _bystander(make_worker(settings, store, replica=1))
     await bystander.start()
     await worker.notify_job(job)
     done = await wait_done(store, job["_id"], timeout_s=20)

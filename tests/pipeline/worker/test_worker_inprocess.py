@@ -14,7 +14,7 @@ from bson import ObjectId
 from pipeline.logging import configure_logging
 from pipeline.states import Status
 from pipeline.worker.coordinator import LimitsCoordinator
-from pipeline.worker.engine import ProviderWorker
+from pipeline.worker.engine import open_worker
 from pipeline.worker.item_store import ItemStore, Outcome
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
@@ -197,8 +197,7 @@ async def test_limits_hold_across_two_workers_in_one_loop(env, fake_thread):
     job = await submit(store, settings, fake_thread, 700, latency_ms=5)
     sync = local_sync(LimitsCoordinator())
     workers = [
-        ProviderWorker("openai", r, settings, sync, store=store)
-        for r in (0, 1)
+        open_worker("openai", r, settings, sync, store=store) for r in (0, 1)
     ]
     for worker in workers:
         await worker.notify_job(job)
@@ -236,5 +235,5 @@ async def test_stop_ends_loops_woken_as_they_are_cancelled(env, fake_thread):
     await asyncio.sleep(0.1)
     # On Python 3.11 asyncio.wait_for swallows a cancel that comes with
     # its awaited event: the scheduler would loop on, and stop() hang.
-    worker._wake.set()
+    worker.scheduler.wake()
     await asyncio.wait_for(worker.stop(), 10)

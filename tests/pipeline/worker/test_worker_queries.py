@@ -97,11 +97,11 @@ async def test_the_poll_reads_expired_leases_only_after_its_first(
     worker = make_worker(settings, store)
     await worker.start()  # its first poll reads every lease
     assert reads == [("every", [items[0]["_id"], items[1]["_id"]])]
-    await worker._poll_once()
+    await worker.recovery.poll_once()
     assert reads[1][0] == "expired"
     assert items[1]["_id"] not in reads[1][1]  # held, not expired
     worker.take_over(["metasync-worker-openai-7"])
-    await worker._poll_once()
+    await worker.recovery.poll_once()
     assert reads[2][0] == "every"
     # The dead worker's lease is taken back without waiting an hour.
     done = await wait_done(store, job["_id"], timeout_s=30)
