@@ -22,6 +22,7 @@ from pipeline.catalog import ModelCatalog
 from pipeline.jobs.shapes import JobSummary
 from pipeline.settings import Settings
 from pipeline.worker.backlog import Backlog, Item, JobTrack
+from pipeline.worker.handoffs import HandoffInbox
 from pipeline.worker.item_store import ItemStore
 from pipeline.worker.limits import ModelLimiter
 from pipeline.worker.metrics import WorkerMetrics
@@ -50,6 +51,7 @@ class WorkerBase(ABC):
     _full_lease_scan_due: bool
     metrics: WorkerMetrics
     _items: ItemStore
+    handoffs: HandoffInbox
     _catalog: ModelCatalog
     _provider: LLMProvider
     _retry: RetryPolicy

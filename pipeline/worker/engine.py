@@ -63,6 +63,8 @@ from pipeline.worker.backlog import (
 from pipeline.worker.base import SyncLimits
 from pipeline.worker.batch_lane import BatchLane, batch_lane
 from pipeline.worker.chat import ChatMixin
+from pipeline.worker.fallback import FallbackRouter
+from pipeline.worker.handoffs import HandoffInbox, SignalHandoff, inbox_id
 from pipeline.worker.item_store import ItemStore, Outcome, WriteReport
 from pipeline.worker.limits import ModelLimiter, Reservation
 from pipeline.worker.metrics import WorkerMetrics
@@ -109,6 +111,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         retry_policy: RetryPolicy | None = None,
         scheduling: SchedulingPolicy | None = None,
         seed: int | None = None,
+        signal_handoff: SignalHandoff | None = None,
     ) -> None:
         self.provider_name = provider
         self.replica = replica
@@ -126,6 +129,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self.limiters: dict[str, ModelLimiter] = {}
         self.scheduling = scheduling or DefaultScheduling()
         self.backlog = Backlog(self.scheduling)
+        self.fallbacks = FallbackRouter(
+            provider, self.replicas, self.backlog, signal_handoff
+        )
         self.waiting: dict[str, deque[Item]] = defaultdict(deque)
         self._claiming: set[str] = set()
         self.held: dict[ObjectId, Item] = {}
@@ -151,6 +157,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         self._loop_lag_ms = 0.0
         self.batch_lane: BatchLane | None = None
         self._items: ItemStore
+        self.handoffs: HandoffInbox
         self._writer: ResultWriter
         self._provider: LLMProvider
         self._catalog: ModelCatalog
@@ -189,6 +196,14 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._catalog = ModelCatalog(store)
             self._provider = get_provider(self.provider_name)
             self._writer = ResultWriter(self._items, self._written)
+            self.handoffs = HandoffInbox(
+                self._items.handoffs,
+                inbox_id(self.provider_name, self.replica),
+                self._items,
+                self.backlog,
+                lambda: self.models,
+                self._wake,
+            )
             # Items of batch jobs go to provider batches, not live calls.
             # Their records belong to the role (provider and replica,
             # no version): a restart or a deploy's successor takes them.
@@ -352,6 +367,17 @@ class ProviderWorker(ChatMixin, PollingMixin):
 
     # -- notifications -------------------------------------------------
 
+    async def receive_handoffs(self) -> int:
+        """Queue items another provider's worker handed over now.
+
+        Returns:
+            How many were queued (see :mod:`pipeline.worker.handoffs`).
+        """
+        await self.start()
+        if not self._started or self._draining:
+            return 0
+        return await self.handoffs.receive()
+
     async def notify_job(self, job: dict[str, Any]) -> None:
         """A job was submitted or changed: look at it now.
 
@@ -396,6 +422,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
             "unwritten": self._writer.pending if self._started else 0,
             "loopLagMs": round(self._loop_lag_ms, 1),
             "batches": self.batch_lane.stats() if self.batch_lane else None,
+            "fallbacks": {
+                "moved": self.fallbacks.moved,
+                "received": self.handoffs.received if self._started else 0,
+            },
             "metrics": self.metrics.snapshot(),
         }
 
@@ -420,6 +450,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
                     job.id, job.total_items, self.replica, self.replicas
                 ),
                 started=job.started_at is not None,
+                fallback_routes=job.fallback_routes,
             )
             self.backlog.add_job(track)
         canceled = job.status == S.CANCELED or job.deleted
@@ -893,6 +924,9 @@ class ProviderWorker(ChatMixin, PollingMixin):
             self._rng,
         )
         record = error_record(error)
+        moved = self.fallbacks.outcome(item, error, decision, record)
+        if moved is not None:
+            return moved
         if decision.retry:
             self.metrics.retried(model.name, str(record["type"]))
             log.info(
@@ -930,6 +964,10 @@ class ProviderWorker(ChatMixin, PollingMixin):
                 item["jobId"]
             ):
                 canceled.append(item)
+            elif outcome.status == S.PENDING and self.fallbacks.settle(
+                outcome
+            ):
+                pass  # another provider's worker takes it over
             elif outcome.status == S.PENDING and self._draining:
                 # A retry nobody here will run: the successor will.
                 self._handed_over.append(item["_id"])

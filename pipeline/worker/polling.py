@@ -3,11 +3,13 @@
 :class:`PollingMixin` is part of
 :class:`~pipeline.worker.engine.ProviderWorker` (split out to keep each
 module to one concern). Every ``POLL_INTERVAL`` it refreshes the catalog
-and the active jobs, takes back expired leases (never those this worker
-still holds) and the leases and journal entries of an earlier life of
-this worker or of a retired one it took over (for those it reads every
-lease once; otherwise only expired ones), and sweeps canceled jobs that
-still have pending items; the lease keeper renews the leases of held
+and the active jobs, reads its hand-off inbox (items that other
+providers' workers moved to its models: :mod:`pipeline.worker.handoffs`),
+takes back expired leases (never those this worker still holds) and the
+leases and journal entries of an earlier life of this worker or of a
+retired one it took over (for those it reads every lease once; otherwise
+only expired ones), and sweeps canceled jobs that still have pending
+items; the lease keeper renews the leases of held
 items before they run out; several times a second the worker exchanges
 reports and shares with the limits coordinator.
 """
@@ -71,6 +73,7 @@ class PollingMixin(WorkerBase):
             await self._recover_journal(job)
             self._track(JobSummary.from_doc(job))
             await self._sweep_canceled_again(job)
+        await self.handoffs.receive()  # a lost hand-off signal
         await self._items.tidy_journal()
         for job_id in list(self.backlog.jobs):
             if job_id not in active and not self._has_work(job_id):
