@@ -77,13 +77,18 @@ class WorkerActor:
     def _signal_handoff(self, provider: str, replica: int) -> None:
         """Tell another provider's worker it was handed items (a fallback).
 
-        Fire and forget: its poll finds them if this is lost.
+        Fire and forget: its poll finds them if this is lost. Looked up,
+        never created: the job's notification started it, and a retired
+        worker must not start one of its own old version.
         """
         key = (provider, replica)
         try:
             if key not in self._peers:
-                self._peers[key] = worker_handle(
-                    self._settings, provider, replica
+                self._peers[key] = ray.get_actor(
+                    worker_name(
+                        provider, replica, code_version(self._settings)
+                    ),
+                    namespace=self._settings.ray_namespace,
                 )
             self._peers[key].receive_handoffs.remote()
         except Exception:

@@ -376,7 +376,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
         await self.start()
         if not self._started or self._draining:
             return 0
-        return await self.handoffs.receive()
+        return await self.handoffs.receive(signalled=True)
 
     async def notify_job(self, job: dict[str, Any]) -> None:
         """A job was submitted or changed: look at it now.
@@ -425,6 +425,7 @@ class ProviderWorker(ChatMixin, PollingMixin):
             "fallbacks": {
                 "moved": self.fallbacks.moved,
                 "received": self.handoffs.received if self._started else 0,
+                "signals": self.handoffs.signals if self._started else 0,
             },
             "metrics": self.metrics.snapshot(),
         }

@@ -181,13 +181,19 @@ class HandoffInbox:
         self._wake = wake
         self._lock = asyncio.Lock()
         self.received = 0
+        self.signals = 0
 
-    async def receive(self) -> int:
+    async def receive(self, *, signalled: bool = False) -> int:
         """Queue the items handed to this replica (module docstring).
+
+        Args:
+            signalled: Called on a sender's signal (counted in
+                :attr:`signals`), not by the poll.
 
         Returns:
             How many items were queued.
         """
+        self.signals += signalled
         # One at a time: a signal and a poll reading the same entries
         # would only queue each item once anyway, but read twice.
         async with self._lock:

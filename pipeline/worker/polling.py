@@ -9,9 +9,9 @@ takes back expired leases (never those this worker still holds) and the
 leases and journal entries of an earlier life of this worker or of a
 retired one it took over (for those it reads every lease once; otherwise
 only expired ones), and sweeps canceled jobs that still have pending
-items; the lease keeper renews the leases of held
-items before they run out; several times a second the worker exchanges
-reports and shares with the limits coordinator.
+items; the lease keeper renews the leases of held items before they run
+out; several times a second the worker exchanges reports and shares with
+the limits coordinator.
 """
 
 from __future__ import annotations

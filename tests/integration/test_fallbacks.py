@@ -9,6 +9,7 @@ from tests.support.api import (
     wait_for_job,
 )
 from tests.support.fake_provider import unique_model
+from tests.support.workers import worker_stats
 
 pytestmark = pytest.mark.ray
 
@@ -21,7 +22,7 @@ def _items(model, n):
 
 
 def test_a_down_models_items_are_answered_by_another_providers_model(
-    http, admin_headers, fake, client_a
+    http, admin_headers, fake, client_a, service_env
 ):
     backup = unique_model("gemini")
     down = unique_model("openai")
@@ -48,6 +49,12 @@ def test_a_down_models_items_are_answered_by_another_providers_model(
         assert item["fallbackFrom"] == [down]
         assert item["result"]["servedBy"] == backup
     assert fake.stats(backup)["requests"] == 30
+    # The openai worker signalled the gemini worker (the poll would
+    # have found the items too, later).
+    replicas = range(int(service_env["WORKER_REPLICAS"]))
+    gemini = [worker_stats("gemini", r) for r in replicas]
+    assert sum(s["fallbacks"]["received"] for s in gemini) == 30
+    assert sum(s["fallbacks"]["signals"] for s in gemini) > 0
 
     forbidden = submit_job(
         http, client_a, _items(down, 3), maxAttempts=1, fallbacks=False
