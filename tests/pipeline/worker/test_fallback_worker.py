@@ -23,6 +23,7 @@ from pipeline.worker.engine import ProviderWorker
 from pipeline.worker.retry import RetryPolicy
 from providers.fake import fake_model_config
 from serve_app.schemas.jobs import ItemOut, JobOut
+from tests.pipeline.worker.test_counts_invariant import _kill, _Reader
 from tests.support.inprocess import job_items, local_sync, wait_done
 from tests.support.net import wait_until_async
 
@@ -38,7 +39,10 @@ async def _catalog(store, fake, models: dict[str, dict[str, Any]]) -> None:
     behaviours = {}
     specs = []
     for name, spec in models.items():
-        behaviours[name] = {"latencyMs": 5, "faults": spec.get("faults", [])}
+        behaviours[name] = {
+            "latencyMs": spec.get("latencyMs", 5),
+            "faults": spec.get("faults", []),
+        }
         specs.append(
             ModelSpec(
                 name=name,
@@ -282,3 +286,92 @@ async def test_an_item_fails_after_its_last_fallback(env, fake_thread):
     items = await job_items(store, job["_id"])
     assert {tuple(i["fallbackFrom"]) for i in items} == {("m1", "m2")}
     assert {i["model"] for i in items} == {"m3"}
+
+
+class _DiesAfterRecording:
+    """An inbox collection whose writer dies once its entry is recorded.
+
+    The entry is applied; the item write that would follow never comes.
+    """
+
+    def __init__(self, collection):
+        self._collection = collection
+        self.recorded = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+    async def update_one(self, *args, **kwargs):
+        result = await self._collection.update_one(*args, **kwargs)
+        self.recorded.set()
+        await asyncio.Event().wait()  # the worker is killed here
+        return result
+
+
+async def test_a_sender_killed_between_inbox_and_item_loses_nothing(
+    env, fake_thread
+):
+    store, _, settings = env
+    await _catalog(
+        store,
+        fake_thread,
+        {
+            "m2": {"provider": "anthropic"},
+            # Two calls at a time, so the items give up in several writes.
+            "m1": {
+                "provider": "openai",
+                "fallbacks": ["m2"],
+                "faults": DOWN,
+                "latencyMs": 50,
+                "limits": {"maxConcurrency": 2},
+            },
+        },
+    )
+    total = 24
+    job = await _submit(store, settings, total)
+    reader = _Reader(store, job["_id"])
+    stop = asyncio.Event()
+    reading = asyncio.create_task(reader.run(stop))
+    coordinator = LimitsCoordinator()
+    receiver = _worker("anthropic", settings, store, coordinator)
+    await receiver.notify_job(job)
+    first = _worker("openai", settings, store, coordinator)
+    first.incarnation, first.holder = "dead", f"{first.name}/dead"
+    await first.start()
+    inbox = first._items.handoffs.collection = _DiesAfterRecording(
+        first._items.handoffs.collection
+    )
+    await first.notify_job(job)
+    await asyncio.wait_for(inbox.recorded.wait(), 30)
+    await _kill(first)
+    # Its successor takes its leases back at once: the items of the
+    # lost write had used their attempts on m1 and fail; the others
+    # move to m2.
+    successor = _worker("openai", settings, store, coordinator)
+    await successor.notify_job(job)
+    try:
+        done = await wait_done(store, job["_id"])
+
+        async def inbox_emptied():
+            doc = await store.raw("handoffs").find_one({"_id": "anthropic/0"})
+            return doc is not None and doc["items"] == []
+
+        # The lost write's entries go once their items are final.
+        await wait_until_async(inbox_emptied, what="the inbox emptied")
+    finally:
+        await successor.stop()
+        await receiver.stop()
+        stop.set()
+        await reading
+    assert reader.reads > 10
+    assert not reader.problems, reader.problems[:3]
+    items = await job_items(store, job["_id"])
+    processed = [i for i in items if i["status"] == "PROCESSED"]
+    failed = [i for i in items if i["status"] == "FAILED"]
+    assert failed and processed and len(processed) + len(failed) == total
+    assert {i["error"]["type"] for i in failed} == {"lease_expired"}
+    assert {i["result"]["servedBy"] for i in processed} == {"m2"}
+    assert done["counts"]["PROCESSED"] == len(processed)
+    assert done["answersByModel"] == {"m2": len(processed)}
+    # No item was answered twice.
+    assert fake_thread.stats("m2")["requests"] == len(processed)
