@@ -4,6 +4,8 @@ A model has a unique ``name`` (what clients send), a ``provider`` (a
 registry name), the provider config, limits and pricing. Keys are never
 stored: they come from ``{MODEL_NAME}_KEY`` in each worker's environment.
 The catalog is seeded from ``configs/models.yaml``; admins manage it.
+A model may name ``fallbacks``: other catalog models its items move to,
+in order, while its provider is down (:mod:`pipeline.worker.fallback`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ def max_tokens_problem(
     )
 
 
+#: The most fallbacks a model may name.
+MAX_FALLBACKS = 5
+
+
 #: Batch prices as a share of live ones when the catalog gives none: the
 #: vendors' batch APIs cost about half.
 BATCH_DISCOUNT = 0.5
@@ -165,6 +171,12 @@ class ModelSpec(_CamelModel):
         description="clients share the model's result cache (a cached "
         "answer may then be another client's); per client when false",
     )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_FALLBACKS,
+        description="other catalog models, in order, that take an item "
+        "over while this model's provider is down or out of capacity",
+    )
 
 
 def validate_spec(
@@ -188,6 +200,7 @@ def validate_spec(
     )
     from providers.registry import get_provider
 
+    fallbacks_problem(spec)
     for key in spec.config:
         if _SECRET_CONFIG.match(key):
             raise ValidationFailed.single(
@@ -211,6 +224,39 @@ def validate_spec(
     except ConfigError as error:
         field = f"config.{error.field}" if error.field else "name"
         raise ValidationFailed.single(field, error.message) from None
+
+
+def fallbacks_problem(spec: ModelSpec) -> None:
+    """Refuse a model that falls back on itself or names one twice.
+
+    Raises:
+        ValidationFailed: Naming ``fallbacks``.
+    """
+    if spec.name in spec.fallbacks:
+        raise ValidationFailed.single(
+            "fallbacks", f"a model cannot fall back on itself ({spec.name!r})"
+        )
+    if len(set(spec.fallbacks)) != len(spec.fallbacks):
+        raise ValidationFailed.single(
+            "fallbacks", "names a model more than once"
+        )
+
+
+def check_fallbacks_exist(spec: ModelSpec, known: set[str]) -> None:
+    """Refuse fallbacks that name no catalog model.
+
+    Args:
+        spec: The model.
+        known: Names of the models it may fall back on.
+
+    Raises:
+        ValidationFailed: Naming ``fallbacks`` and the unknown models.
+    """
+    unknown = sorted(set(spec.fallbacks) - known)
+    if unknown:
+        raise ValidationFailed.single(
+            "fallbacks", "unknown models: " + ", ".join(unknown)
+        )
 
 
 def load_seed(path: str | Path) -> list[ModelSpec]:
@@ -248,8 +294,10 @@ class ModelCatalog:
             How many models were added.
         """
         added = 0
+        known = {s.name for s in specs} | await self._live_names()
         for spec in specs:
             validate_spec(spec, self._key_policy)
+            check_fallbacks_exist(spec, known)
             document = {
                 **spec.model_dump(by_alias=True),
                 "_metadata": new_metadata("seed"),
@@ -262,6 +310,15 @@ class ModelCatalog:
         if added:
             log.info("catalog_seeded", added=added)
         return added
+
+    async def _live_names(self) -> set[str]:
+        """Names of the models not deleted."""
+        return {doc["name"] for doc in await self.list(active_only=False)}
+
+    async def _check_fallbacks(self, spec: ModelSpec) -> None:
+        if spec.fallbacks:
+            found = await self.by_names(set(spec.fallbacks))
+            check_fallbacks_exist(spec, set(found))
 
     async def list(self, *, active_only: bool) -> list[Document]:
         """Live models, by name."""
@@ -297,6 +354,7 @@ class ModelCatalog:
             Conflict: A live model has that name.
         """
         validate_spec(spec, self._key_policy)
+        await self._check_fallbacks(spec)
         fields = spec.model_dump(by_alias=True)
         existing = await self._docs.collection.find_one({"name": spec.name})
         if existing is None:
@@ -329,6 +387,7 @@ class ModelCatalog:
                 "name", f"must be {name!r} (models cannot be renamed)"
             )
         validate_spec(spec, self._key_policy)
+        await self._check_fallbacks(spec)
         fields = spec.model_dump(by_alias=True)
         fields.pop("name")
         document = await self._docs.update({"name": name}, fields, actor=actor)

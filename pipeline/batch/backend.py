@@ -68,7 +68,9 @@ class ResultItem:
         return cls(
             id=str(doc["id"] if "id" in doc else doc["_id"]),
             custom_id=doc.get("customId"),
-            model=doc["model"],
+            # The model asked for (a stored item names its fallback's
+            # once it moved: see pipeline.worker.fallback).
+            model=doc.get("requestedModel") or doc["model"],
             status=doc["status"],
             text=result.get("text"),
             finish_reason=result.get("finishReason"),

@@ -64,13 +64,36 @@ class WorkerActor:
         self._settings = settings.with_overrides(code_version=version)
         configure_logging(settings.log_level)
         self._coordinator = coordinator_handle(self._settings)
+        self._peers: dict[tuple[str, int], Any] = {}
         self._worker: ProviderWorker = open_worker(
             provider,
             replica,
             self._settings,
             self._sync_limits,
             metrics_exporters=ray_metrics(),
+            signal_handoff=self._signal_handoff,
         )
+
+    def _signal_handoff(self, provider: str, replica: int) -> None:
+        """Tell another provider's worker it was handed items (a fallback).
+
+        Fire and forget: its poll finds them if this is lost. Looked up,
+        never created: the job's notification started it, and a retired
+        worker must not start one of its own old version.
+        """
+        key = (provider, replica)
+        try:
+            if key not in self._peers:
+                self._peers[key] = ray.get_actor(
+                    worker_name(
+                        provider, replica, code_version(self._settings)
+                    ),
+                    namespace=self._settings.ray_namespace,
+                )
+            self._peers[key].receive_handoffs.remote()
+        except Exception:
+            self._peers.pop(key, None)
+            raise
 
     async def _sync_limits(
         self, holder: str, reports: dict[str, Any]
@@ -87,6 +110,10 @@ class WorkerActor:
     async def notify_job(self, job: dict[str, Any]) -> None:
         """A job arrived or changed."""
         await self._worker.notify_job(job)
+
+    async def receive_handoffs(self) -> int:
+        """Queue items another provider's worker handed over."""
+        return await self._worker.receive_handoffs()
 
     async def stats(self) -> dict[str, Any]:
         """Counters (round trips, in flight, queues)."""

@@ -16,6 +16,10 @@ re-derives its status:
 * all items final: PROCESSED when at least one succeeded (``failed`` may
   be above zero), FAILED when all failed.
 
+``answersByModel`` counts, per catalog model, the items it answered
+(PROCESSED): with fallbacks (:mod:`pipeline.worker.fallback`) a job's
+answers may come from several models.
+
 ``active`` says whether the job still has unfinished items or counter
 updates in flight (journal entries, see :mod:`pipeline.worker.journal`);
 workers poll active jobs only, so an entry a dead writer left is always
@@ -49,6 +53,7 @@ class JobDelta:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
+    answers: dict[str, int] = field(default_factory=dict)
 
     def move(self, source: Status, target: Status, n: int = 1) -> None:
         """Record ``n`` items moving from ``source`` to ``target``."""
@@ -65,6 +70,10 @@ class JobDelta:
         self.output_tokens += output_tokens
         self.cost += cost
 
+    def answered(self, model: str, n: int = 1) -> None:
+        """Record ``n`` answers by ``model`` (a catalog model name)."""
+        self.answers[model] = self.answers.get(model, 0) + n
+
     def reversed(self) -> JobDelta:
         """The delta that undoes this one."""
         return JobDelta(
@@ -72,6 +81,7 @@ class JobDelta:
             input_tokens=-self.input_tokens,
             output_tokens=-self.output_tokens,
             cost=-self.cost,
+            answers={k: -v for k, v in self.answers.items()},
         )
 
     def is_empty(self) -> bool:
@@ -81,11 +91,33 @@ class JobDelta:
             and not self.input_tokens
             and not self.output_tokens
             and not self.cost
+            and not any(self.answers.values())
         )
 
 
 def _field(name: str) -> Any:
     return {"$ifNull": [f"${name}", 0]}
+
+
+def _answers(answers: Mapping[str, int]) -> Any:
+    """The expression adding ``answers`` to ``answersByModel``.
+
+    Through ``$setField``/``$getField``: a model name may hold a dot,
+    which a field path would read as nesting.
+    """
+    stored = {"$ifNull": ["$answersByModel", {}]}
+    expression: Any = stored
+    for model, n in sorted(answers.items()):
+        name = {"$literal": model}
+        current = {"$getField": {"field": name, "input": stored}}
+        expression = {
+            "$setField": {
+                "field": name,
+                "input": expression,
+                "value": {"$add": [{"$ifNull": [current, 0]}, n]},
+            }
+        }
+    return expression
 
 
 def _unfinished() -> Any:
@@ -188,6 +220,10 @@ def update_pipeline(
         }
     if delta.cost:
         sets["cost"] = {"$add": [_field("cost"), delta.cost]}
+    if any(delta.answers.values()):
+        sets["answersByModel"] = _answers(
+            {m: n for m, n in delta.answers.items() if n}
+        )
     if journal_add is not None or journal_drop:
         kept = {
             "$filter": {

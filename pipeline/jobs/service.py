@@ -39,6 +39,10 @@ RESULT_FIELDS = {
     "seq": 1,
     "customId": 1,
     "model": 1,
+    # The model asked for and those that gave up, once an item moved to
+    # a fallback (pipeline.worker.fallback).
+    "requestedModel": 1,
+    "fallbackFrom": 1,
     "status": 1,
     "attempts": 1,
     "result": 1,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from bson import ObjectId
 
 from pipeline.jobs.aggregation import initial_counts
+from pipeline.jobs.fallback_routes import (
+    Route,
+    Routes,
+    routes_from_doc,
+    routes_to_doc,
+)
 from pipeline.jobs.item_ids import item_id
 from pipeline.states import Status
 from pipeline.store.document_collection import Document, new_metadata
@@ -29,6 +35,8 @@ class JobOptions:
     Attributes:
         mode: ``live``, ``batch`` or ``auto`` (:mod:`pipeline.jobs.mode`).
         deadline: How long the job may take, or None.
+        fallbacks: Whether items may move to their model's fallbacks
+            while its provider is down (:mod:`pipeline.worker.fallback`).
     """
 
     priority: int = 0
@@ -37,6 +45,7 @@ class JobOptions:
     idempotency_key: str | None = None
     mode: str = "live"
     deadline: timedelta | None = None
+    fallbacks: bool = True
 
 
 def new_job(
@@ -50,12 +59,15 @@ def new_job(
     request_hash: str | None,
     *,
     estimated_cost: float = 0.0,
+    fallback_routes: Routes | None = None,
 ) -> Document:
     """A job document, ready to insert, not yet committed.
 
     It is ``submitting`` (ignored by workers and listings) until its
     items are stored (:mod:`pipeline.jobs.submission`); ``reservation``
-    is what it holds of its client's quotas.
+    is what it holds of its client's quotas. ``providers`` must include
+    the providers of the ``fallback_routes``
+    (:mod:`pipeline.jobs.fallback_routes`).
     """
     job: Document = {
         "_id": job_id,
@@ -75,6 +87,9 @@ def new_job(
         "cache": options.cache,
         "models": models,
         "providers": providers,
+        "fallbacks": options.fallbacks,
+        "fallbackRoutes": routes_to_doc(fallback_routes or {}),
+        "answersByModel": {},
         "requeues": 0,
         "startedAt": None,
         "finishedAt": None,
@@ -136,6 +151,8 @@ class StoredItem(TypedDict, total=False):
     requeues: int
     result: dict[str, Any]
     error: dict[str, Any] | None
+    requestedModel: str
+    fallbackFrom: list[str]
     _metadata: Document
 
 
@@ -213,6 +230,7 @@ SUMMARY_FIELDS = (
     "requeues",
     "mode",
     "deadline",
+    "fallbackRoutes",
     "_metadata",
 )
 
@@ -242,6 +260,8 @@ class JobSummary:
         started_at: When its first item was claimed.
         mode: ``live``, ``batch`` or ``auto``.
         deadline: When the job must be done, or None.
+        fallback_routes: Per model, where its items go while it is down
+            (:mod:`pipeline.jobs.fallback_routes`).
     """
 
     id: ObjectId
@@ -259,6 +279,7 @@ class JobSummary:
     started_at: datetime | None = None
     mode: str = "live"
     deadline: datetime | None = None
+    fallback_routes: dict[str, tuple[Route, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> JobSummary:
@@ -280,6 +301,7 @@ class JobSummary:
             started_at=doc.get("startedAt"),
             mode=doc.get("mode", "live"),
             deadline=doc.get("deadline"),
+            fallback_routes=routes_from_doc(doc.get("fallbackRoutes")),
         )
 
     def to_doc(self) -> Document:
@@ -299,6 +321,7 @@ class JobSummary:
             "startedAt": self.started_at,
             "mode": self.mode,
             "deadline": self.deadline,
+            "fallbackRoutes": routes_to_doc(self.fallback_routes),
         }
         if self.providers is not None:
             doc["providers"] = list(self.providers)

@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pipeline.catalog import ModelCatalog
 from pipeline.clients import Quotas
 from pipeline.errors import Conflict, PayloadTooLarge, QuotaExceeded
+from pipeline.jobs.fallback_routes import resolve_routes, route_providers
 from pipeline.jobs.item_ids import item_ids, new_item_base
 from pipeline.jobs.shapes import JobOptions, new_item, new_job
 from pipeline.jobs.validation import ItemSpec, ValidatedBatch, validate_items
@@ -135,6 +136,11 @@ class JobSubmitter:
         if existing is not None:
             # An earlier try stopped half-way: finish it.
             return await self._finish(existing, batch, quotas, options), True
+        routes = (
+            await resolve_routes(self._catalog, batch.fallbacks)
+            if options.fallbacks
+            else {}
+        )
         job = new_job(
             ObjectId(),
             client_id,
@@ -142,9 +148,11 @@ class JobSubmitter:
             len(items),
             options,
             batch.models,
-            batch.providers,
+            # The fallbacks' workers track the job too.
+            sorted(set(batch.providers) | route_providers(routes)),
             fingerprint,
             estimated_cost=sum(batch.estimates),
+            fallback_routes=routes,
         )
         try:
             await self._jobs.insert_one(job)

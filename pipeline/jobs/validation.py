@@ -55,12 +55,14 @@ class ValidatedBatch:
         providers: Providers of those models.
         estimates: Per item, its estimated cost in USD
             (:mod:`pipeline.jobs.estimate`).
+        fallbacks: Per model used, the fallbacks its catalog entry names.
     """
 
     fields: list[dict[str, Any]]
     models: list[str]
     providers: list[str]
     estimates: list[float] = field(default_factory=list)
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,6 +205,11 @@ async def validate_items(
         models=sorted(used),
         providers=sorted({models[name]["provider"] for name in used}),
         estimates=estimates,
+        fallbacks={
+            name: list(models[name].get("fallbacks") or [])
+            for name in sorted(used)
+            if models[name].get("fallbacks")
+        },
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from bson import ObjectId
 
+from pipeline.jobs.fallback_routes import Route
 from pipeline.jobs.item_ids import WINDOW_ITEMS
 from pipeline.jobs.shapes import StoredItem
 from pipeline.worker.scheduling import DefaultScheduling, SchedulingPolicy
@@ -47,6 +48,8 @@ class JobTrack:
         requeues: The job's requeue generation already swept.
         requeuing: A requeue sweep is running.
         started: Whether the job is known to have started.
+        fallback_routes: Per model, where its items go while it is down
+            (:mod:`pipeline.worker.fallback`).
     """
 
     job_id: ObjectId
@@ -64,6 +67,7 @@ class JobTrack:
     requeues: int = 0
     requeuing: bool = False
     started: bool = False
+    fallback_routes: dict[str, tuple[Route, ...]] = field(default_factory=dict)
 
     @property
     def fully_read(self) -> bool:

@@ -12,6 +12,7 @@ from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS
 from pipeline.logging import bound_context, get_logger
 from pipeline.states import Status
 from pipeline.store.document_collection import utcnow
+from pipeline.worker.fallback import FallbackRouter
 from pipeline.worker.item_store import Item, Outcome
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.requests import item_request
@@ -52,6 +53,8 @@ class Calls:
         retry: Which errors are retried, and after how long.
         rng: Source of retry jitter.
         metrics: Where latency, tokens and retries are counted.
+        fallbacks: Moves an item to its model's next fallback when the
+            provider is down (None: items never move).
     """
 
     def __init__(
@@ -60,8 +63,11 @@ class Calls:
         retry: RetryPolicy,
         rng: random.Random,
         metrics: WorkerMetrics,
+        *,
+        fallbacks: FallbackRouter | None = None,
     ) -> None:
         self.provider = provider
+        self._fallbacks = fallbacks
         self.retry = retry
         self.rng = rng
         self._metrics = metrics
@@ -143,7 +149,7 @@ class Calls:
     def failure(
         self, model: ServedModel, item: Item, error: Exception
     ) -> Outcome:
-        """The outcome of an error: PENDING for a retry, or FAILED."""
+        """The outcome of an error: a retry, a fallback, or FAILED."""
         decision = self.retry.decide(
             error,
             item.get("attempts", 1),
@@ -151,6 +157,10 @@ class Calls:
             self.rng,
         )
         record = error_record(error)
+        if self._fallbacks is not None:
+            moved = self._fallbacks.outcome(item, error, decision, record)
+            if moved is not None:
+                return moved
         if decision.retry:
             self._metrics.retried(model.name, str(record["type"]))
             log.info(

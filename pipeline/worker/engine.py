@@ -58,6 +58,8 @@ from pipeline.worker.batch_lane import BatchLane, batch_lane
 from pipeline.worker.calls import Calls
 from pipeline.worker.chat import Chat
 from pipeline.worker.claims import Claims
+from pipeline.worker.fallback import FallbackRouter
+from pipeline.worker.handoffs import HandoffInbox, SignalHandoff, inbox_id
 from pipeline.worker.item_store import ItemStore, WriteReport
 from pipeline.worker.job_tracker import JobTracker
 from pipeline.worker.limits_sync import LimitsSync, SyncLimits
@@ -100,6 +102,8 @@ class ProviderWorker:
         retry_policy: Which errors are retried, and when.
         scheduling: Orders and sizes the work.
         seed: Seeds retry jitter (tests).
+        signal_handoff: Tells another provider's worker that items
+            fell back to its models (None: its poll finds them).
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class ProviderWorker:
         retry_policy: RetryPolicy | None = None,
         scheduling: SchedulingPolicy | None = None,
         seed: int | None = None,
+        signal_handoff: SignalHandoff | None = None,
     ) -> None:
         self.identity = identity
         self.name = identity.name
@@ -135,7 +140,20 @@ class ProviderWorker:
         self.backlog = Backlog(policy)
         rng = random.Random(seed)
         retry = retry_policy or RetryPolicy()
-        self.calls = Calls(provider, retry, rng, self.metrics)
+        self.fallbacks = FallbackRouter(
+            identity.provider, identity.replicas, self.backlog, signal_handoff
+        )
+        self.calls = Calls(
+            provider, retry, rng, self.metrics, fallbacks=self.fallbacks
+        )
+        self.handoffs = HandoffInbox(
+            self.items.handoffs,
+            inbox_id(identity.provider, identity.replica),
+            self.items,
+            self.backlog,
+            lambda: self.served.models,
+            self._wake,
+        )
         self.tracker = JobTracker(
             identity,
             self.items,
@@ -188,6 +206,7 @@ class ProviderWorker:
             self.tracker,
             self.backlog,
             self.metrics,
+            handoffs=self.handoffs,
             has_work=self.scheduler.has_work,
             wake=wake,
         )
@@ -386,6 +405,17 @@ class ProviderWorker:
 
     # -- requests ------------------------------------------------------
 
+    async def receive_handoffs(self) -> int:
+        """Queue items another provider's worker handed over now.
+
+        Returns:
+            How many were queued (see :mod:`pipeline.worker.handoffs`).
+        """
+        await self.start()
+        if not self._started or self._draining:
+            return 0
+        return await self.handoffs.receive(signalled=True)
+
     async def notify_job(self, job: dict[str, Any]) -> None:
         """A job was submitted or changed: look at it now.
 
@@ -443,6 +473,11 @@ class ProviderWorker:
             "unwritten": self.writer.pending,
             "loopLagMs": round(self._loop_lag_ms, 1),
             "batches": self.batch_lane.stats() if self.batch_lane else None,
+            "fallbacks": {
+                "moved": self.fallbacks.moved,
+                "received": self.handoffs.received,
+                "signals": self.handoffs.signals,
+            },
             "metrics": self.metrics.snapshot(),
         }
 
@@ -461,6 +496,8 @@ class ProviderWorker:
                 continue
             if self.tracker.is_canceled(item["jobId"]):
                 canceled.append(item)
+            elif self.fallbacks.settle(outcome):
+                pass  # another provider's worker takes it over
             elif self._draining:
                 # A retry nobody here will run: the successor will.
                 self._handed_over.append(item["_id"])

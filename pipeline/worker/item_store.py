@@ -34,6 +34,7 @@ from pipeline.store import Store
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks, find_by_ids
 from pipeline.store.database import LEASED
 from pipeline.store.document_collection import Document, utcnow
+from pipeline.worker.handoffs import Handoff, HandoffRecords
 from pipeline.worker.journal import Change, Journal
 
 S = Status
@@ -86,6 +87,8 @@ class Outcome:
         attempts: The item's attempts to store with the outcome, or None
             to keep the claim's count (a provider batch line that never
             ran gives its attempt back).
+        handoff: The fallback model the item moves to (PENDING), or
+            None (:mod:`pipeline.worker.fallback`).
     """
 
     item: Item
@@ -97,6 +100,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     attempts: int | None = None
+    handoff: Handoff | None = None
 
 
 @dataclass
@@ -123,6 +127,7 @@ class ItemStore:
         self.journal = Journal(
             store.raw("items"), store.raw("jobs"), lane, store.raw("clients")
         )
+        self.handoffs = HandoffRecords(store.raw("handoffs"))
 
     # The journal writes through the same collections this store reads:
     # one pair, swapped together (tests swap in failing ones).
@@ -382,6 +387,13 @@ class ItemStore:
         """
         began = time.monotonic()
         changes = [self._finish_change(o) for o in outcomes]
+        # Into the receivers' inboxes before the items move: an item
+        # written first and its entry lost would be stranded.
+        await self.handoffs.send(
+            (o.handoff.inbox, o.item)
+            for o in outcomes
+            if o.handoff is not None and o.handoff.inbox is not None
+        )
         written = await self.journal.write(
             changes, batch, held=batch is not None
         )
@@ -403,10 +415,18 @@ class ItemStore:
             fields["nextAttemptAt"] = outcome.next_attempt_at
         else:
             fields["finishedAt"] = utcnow()
+        answered_by = None
         if outcome.result is not None:
-            fields["result"] = outcome.result
+            # The catalog model that answered (result.model is what the
+            # provider reported).
+            answered_by = item["model"]
+            fields["result"] = {**outcome.result, "servedBy": answered_by}
         if outcome.attempts is not None:
             fields["attempts"] = outcome.attempts
+        if outcome.handoff is not None:
+            fields["model"] = outcome.handoff.model
+            fields["requestedModel"] = outcome.handoff.requested
+            fields["fallbackFrom"] = list(outcome.handoff.tried)
         return Change(
             item=item,
             target=outcome.status,
@@ -417,6 +437,7 @@ class ItemStore:
             },
             update={"$set": fields, "$unset": _UNSET_LEASE},
             usage=(outcome.input_tokens, outcome.output_tokens, outcome.cost),
+            answered_by=answered_by,
         )
 
     async def release_leases(

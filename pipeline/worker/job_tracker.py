@@ -87,6 +87,7 @@ class JobTracker:
                 cache=job.cache,
                 windows=self._windows(job.id, job.total_items),
                 started=job.started_at is not None,
+                fallback_routes=job.fallback_routes,
             )
             self._backlog.add_job(track)
         canceled = job.status == S.CANCELED or job.deleted

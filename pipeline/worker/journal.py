@@ -46,8 +46,10 @@ from pipeline.usage import ClientUsage, UsageDelta
 log = get_logger(__name__)
 
 #: What an entry records of one item: ``[_id, source, target,
-#: input tokens, output tokens, cost, estimated cost]`` (the estimate is
-#: what the item holds reserved of its client's budget).
+#: input tokens, output tokens, cost, estimated cost, answered by]`` (the
+#: estimate is what the item holds reserved of its client's budget;
+#: *answered by* is the catalog model of a PROCESSED item's result, or
+#: None; entries written before it have seven fields).
 Move = list[Any]
 
 
@@ -63,6 +65,8 @@ class Change:
         source: The status it moves from (its ``filter`` requires it).
         usage: Input tokens, output tokens and USD the move adds.
         actor: On whose behalf (a requeue is an admin's).
+        answered_by: The catalog model that answered (a move to
+            PROCESSED), counted in the job's ``answersByModel``.
     """
 
     item: StoredItem
@@ -72,6 +76,7 @@ class Change:
     source: Status = Status.PROCESSING
     usage: tuple[int, int, float] = (0, 0, 0.0)
     actor: Actor = Actor.SYSTEM
+    answered_by: str | None = None
 
     @property
     def counted(self) -> bool:
@@ -92,6 +97,7 @@ def journal_moves(changes: Iterable[Change]) -> dict[ObjectId, list[Move]]:
                     *change.usage,
                     # None: stored before submissions reserved anything.
                     change.item.get("estCost"),
+                    change.answered_by,
                 ]
             )
     return dict(by_job)
@@ -127,11 +133,14 @@ def moves_usage(moves: Iterable[Move]) -> UsageDelta:
 
 
 def moves_delta(moves: Iterable[Move]) -> JobDelta:
-    """The counts and usage of journal moves."""
+    """The counts, usage and answers by model of journal moves."""
     delta = JobDelta()
-    for _, source, target, tokens_in, tokens_out, cost, *_ in moves:
+    for _, source, target, tokens_in, tokens_out, cost, *rest in moves:
         delta.move(Status(source), Status(target))
         delta.add_usage(tokens_in, tokens_out, cost)
+        answered_by = rest[1] if len(rest) > 1 else None
+        if answered_by is not None and Status(target) == Status.PROCESSED:
+            delta.answered(answered_by)
     return delta
 
 

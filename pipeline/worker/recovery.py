@@ -5,8 +5,9 @@ Jobs arrive by notification, so work starts at once; every
 expired leases (never those this worker still holds) and the leases and
 journal entries of an earlier life of this worker or of a retired one it
 took over (for those it reads every lease once; otherwise only expired
-ones), refreshes the active jobs, and sweeps canceled jobs that still
-have pending items.
+ones), refreshes the active jobs, reads its hand-off inbox (items other
+providers' workers moved to its models: :mod:`pipeline.worker.handoffs`)
+and sweeps canceled jobs that still have pending items.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.states import Status
 from pipeline.store.document_collection import utcnow
 from pipeline.worker.backlog import Backlog
 from pipeline.worker.claims import Claims
+from pipeline.worker.handoffs import HandoffInbox
 from pipeline.worker.item_store import Item, ItemStore
 from pipeline.worker.job_tracker import JobTracker
 from pipeline.worker.metrics import WorkerMetrics
@@ -44,6 +46,8 @@ class Recovery:
         tracker: The jobs this worker follows.
         backlog: Where recovered items are queued.
         metrics: Items failed by recovery.
+        handoffs: This worker's hand-off inbox (read at every poll, in
+            case a signal was lost).
         has_work: Whether a job still has items queued here.
         wake: Wakes the scheduler.
     """
@@ -58,6 +62,7 @@ class Recovery:
         backlog: Backlog,
         metrics: WorkerMetrics,
         *,
+        handoffs: HandoffInbox,
         has_work: Callable[[ObjectId], bool],
         wake: Callable[[], None],
     ) -> None:
@@ -68,6 +73,7 @@ class Recovery:
         self._tracker = tracker
         self._backlog = backlog
         self._metrics = metrics
+        self._handoffs = handoffs
         self._has_work = has_work
         self._wake = wake
         #: Names of dead workers whose leases and journal entries this
@@ -114,6 +120,7 @@ class Recovery:
             await self._recover_journal(job)
             self._tracker.track(JobSummary.from_doc(job))
             await self._tracker.sweep_canceled_again(job)
+        await self._handoffs.receive()  # a lost hand-off signal
         await self._items.tidy_journal()
         for job_id in list(self._backlog.jobs):
             if job_id not in active and not self._has_work(job_id):

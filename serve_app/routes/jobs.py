@@ -66,6 +66,7 @@ async def submit_job(
             idempotency_key=body.idempotency_key,
             mode=mode,
             deadline=deadline,
+            fallbacks=body.fallbacks,
         ),
     )
     if created:

@@ -19,6 +19,7 @@ class ModelOut(ApiModel):
     active: bool
     simulated: bool
     shared_cache: bool
+    fallbacks: list[str]
     config: dict[str, Any]
 
     @classmethod
@@ -34,6 +35,7 @@ class ModelOut(ApiModel):
             active=document.get("active", True),
             simulated=document.get("simulated", False),
             shared_cache=document.get("sharedCache", False),
+            fallbacks=list(document.get("fallbacks") or []),
             config=dict(config) if admin else public_config(config),
         )
 

@@ -32,6 +32,11 @@ class JobCreate(RequestModel):
         max_length=16,
         description="how long the job may take, e.g. 24h (alone: auto)",
     )
+    fallbacks: bool = Field(
+        True,
+        description="items may move to their model's catalog fallbacks "
+        "while its provider is down or out of capacity; false: never",
+    )
 
 
 class Usage(ApiModel):
@@ -60,6 +65,13 @@ class JobOut(ApiModel):
     deadline: datetime | None
     live_only_providers: list[str] = Field(
         description="providers without a batch API: their items run live"
+    )
+    fallbacks: bool = Field(
+        description="whether items may move to their model's fallbacks"
+    )
+    answers_by_model: dict[str, int] = Field(
+        description="items answered (PROCESSED), per catalog model that "
+        "answered them"
     )
     requeues: int
     created_at: datetime | None
@@ -92,6 +104,8 @@ class JobOut(ApiModel):
             mode=summary.mode,
             deadline=summary.deadline,
             live_only_providers=list(job.get("liveOnlyProviders") or []),
+            fallbacks=bool(job.get("fallbacks", True)),
+            answers_by_model=dict(job.get("answersByModel") or {}),
             requeues=summary.requeues,
             started_at=summary.started_at,
             finished_at=job.get("finishedAt"),
@@ -123,6 +137,14 @@ class ItemResult(ApiModel):
         description="how it was answered: a live call, or the provider's "
         "batch API (at the model's batch price)",
     )
+    model: str | None = Field(
+        None, description="the model name the provider reported"
+    )
+    served_by: str | None = Field(
+        None,
+        description="the catalog model that answered: the item's model, "
+        "or one of its fallbacks",
+    )
 
 
 class ItemError(ApiModel):
@@ -140,7 +162,12 @@ class ItemOut(ApiModel):
     id: str
     custom_id: str | None
     seq: int
-    model: str
+    model: str = Field(description="the model the item was submitted for")
+    fallback_from: list[str] = Field(
+        default_factory=list,
+        description="models that gave up on the item before the one "
+        "that answered it or now holds it (its provider was down)",
+    )
     status: str
     attempts: int
     result: ItemResult | None
@@ -157,7 +184,8 @@ class ItemOut(ApiModel):
             id=str(item["_id"]),
             custom_id=item.get("customId"),
             seq=item["seq"],
-            model=item["model"],
+            model=item.get("requestedModel") or item["model"],
+            fallback_from=list(item.get("fallbackFrom") or []),
             status=item["status"],
             attempts=item.get("attempts", 0),
             result=ItemResult.model_validate(result) if result else None,

@@ -108,6 +108,9 @@ def test_admin_manages_models(http, admin_headers, client_a):
         ({"limits": {"maxConcurrency": 0}}, "limits.maxConcurrency"),
         ({"name": "bad name!"}, "name"),
         ({"pricing": {"inputPerMillion": -1}}, "pricing.inputPerMillion"),
+        ({"fallbacks": ["none-such-model"]}, "fallbacks"),
+        ({"fallbacks": ["demo-openai", "demo-openai"]}, "fallbacks"),
+        ({"fallbacks": [f"m{i}" for i in range(6)]}, "fallbacks"),
     ],
 )
 def test_bad_models_are_400_naming_the_field(
@@ -212,3 +215,26 @@ def test_a_model_key_variable_ending_in_key_is_accepted(http, admin_headers):
         headers=admin_headers,
     )
     assert response.status_code == 201, response.text
+
+
+def test_a_model_names_its_fallbacks(http, admin_headers, client_a):
+    name = unique_model()
+    created = http.post(
+        "/admin/models",
+        json=_spec(name, fallbacks=["demo-anthropic", "demo-openai"]),
+        headers=admin_headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["fallbacks"] == ["demo-anthropic", "demo-openai"]
+    listed = {
+        m["name"]: m
+        for m in http.get("/models", headers=client_a.headers).json()["items"]
+    }
+    assert listed[name]["fallbacks"] == ["demo-anthropic", "demo-openai"]
+    itself = http.put(
+        f"/admin/models/{name}",
+        json=_spec(name, fallbacks=[name]),
+        headers=admin_headers,
+    )
+    assert itself.status_code == 400
+    assert itself.json()["error"]["errors"][0]["field"] == "fallbacks"

@@ -76,6 +76,7 @@ def create_model(
     max_concurrency: int = 4,
     pricing: tuple[float, float] = (1.0, 2.0),
     shared_cache: bool = False,
+    fallbacks: list[str] | None = None,
     **limits: int,
 ) -> dict[str, object]:
     """Add a catalog model served by the fake provider (model id = name)."""
@@ -93,6 +94,7 @@ def create_model(
             "outputPerMillion": pricing[1],
         },
         "sharedCache": shared_cache,
+        "fallbacks": fallbacks or [],
     }
     response = http.post("/admin/models", json=body, headers=admin_headers)
     assert response.status_code == 201, response.text

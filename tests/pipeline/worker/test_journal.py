@@ -39,6 +39,10 @@ def _change(job_id, target=S.PROCESSED, source=S.PROCESSING, owner="t"):
 # -- what an entry records (no database) ---------------------------------
 
 
+NO_EST = (None, "m1")
+NONE = (None, None)
+
+
 def test_moves_are_grouped_by_job_and_skip_uncounted_changes():
     a, b = ObjectId(), ObjectId()
     done, retry, other = (
@@ -46,10 +50,12 @@ def test_moves_are_grouped_by_job_and_skip_uncounted_changes():
         _change(a, target=S.PENDING),
         _change(b, target=S.FAILED),
     )
+    done.answered_by = "m1"
     moves = journal_moves([done, retry, other])
+    # [id, source, target, tokens in, tokens out, cost, estimate, by]
     assert moves == {
-        a: [[done.item["_id"], "PROCESSING", "PROCESSED", 1, 2, 0.5, None]],
-        b: [[other.item["_id"], "PROCESSING", "FAILED", 1, 2, 0.5, None]],
+        a: [[done.item["_id"], "PROCESSING", "PROCESSED", 1, 2, 0.5, *NO_EST]],
+        b: [[other.item["_id"], "PROCESSING", "FAILED", 1, 2, 0.5, *NONE]],
     }
     assert not retry.counted
 
