@@ -85,6 +85,10 @@ class Settings:
     #: batch jobs collected since the last round are submitted, and open
     #: provider batches polled (and collected once ended).
     batch_submit_interval: float = 60.0
+    #: Seconds before a job's deadline its items must be back from the
+    #: provider batches to run live; an ``auto`` job goes to batches
+    #: only when its deadline leaves the 24 h batch window plus this.
+    batch_safety_margin: float = 7200.0
     #: Items a worker claims per round.
     max_items_per_batch: int = 50
     #: In-flight calls per model when the catalog gives no maxConcurrency.
@@ -223,6 +227,7 @@ class Settings:
         positive = {
             "POLL_INTERVAL": self.poll_interval,
             "BATCH_SUBMIT_INTERVAL": self.batch_submit_interval,
+            "BATCH_SAFETY_MARGIN": self.batch_safety_margin,
             "MAX_ITEMS_PER_BATCH": self.max_items_per_batch,
             "NUM_LLM_WORKERS": self.num_llm_workers,
             "MAX_ITEMS_PER_JOB": self.max_items_per_job,

@@ -92,7 +92,8 @@ def add_parser(commands: Any) -> None:
         choices=MODES,
         help="live calls, the providers' batch APIs (about half the "
         "price, answered within a day), or auto (batch while --deadline "
-        "allows); default live, or auto with --deadline",
+        "leaves the 24h window and BATCH_SAFETY_MARGIN, live otherwise "
+        "and near it); default live, or auto with --deadline",
     )
     run.add_argument(
         "--deadline",

@@ -3,7 +3,8 @@
 ``mode`` is ``live`` (the default), ``batch`` or ``auto``; ``deadline`` is
 how long the job may take (``"90s"``, ``"45m"``, ``"24h"``, ``"2d"``). A
 deadline alone means ``auto``: batch while the deadline allows, live
-otherwise. ``auto`` needs a deadline; ``batch`` with one needs at least
+otherwise (the workers' rule: :mod:`pipeline.worker.batch_deadline`).
+``auto`` needs a deadline; ``batch`` with one needs at least
 the providers' batch window (:data:`BATCH_WINDOW`). The job stores its
 deadline as an instant (creation plus the duration), so a request
 repeated with the same idempotency key is the same request.

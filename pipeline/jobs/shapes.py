@@ -141,6 +141,7 @@ class StoredItem(TypedDict, total=False):
     maxAttempts: int
     estCost: float
     mode: str
+    deadline: datetime
     cache: bool
     leaseOwner: str
     leaseExpiresAt: datetime
@@ -166,6 +167,8 @@ def new_item(
     *,
     estimated_cost: float = 0.0,
     mode: str = "live",
+    deadline: datetime | None = None,
+    cache: bool = False,
 ) -> Document:
     """An item document; ``fields`` holds the validated, rendered request.
 
@@ -183,6 +186,10 @@ def new_item(
             client's budget until it reaches a final status.
         mode: The job's mode; stored on the item unless ``live``, so a
             worker's window read tells batch items apart.
+        deadline: The job's deadline, stored with the mode: a worker
+            decides batch or live, and when to leave a batch, by item.
+        cache: The job's ``cache`` option, stored with the mode: a
+            provider batch serves and fills the result cache by item.
 
     Returns:
         The document.
@@ -201,6 +208,10 @@ def new_item(
     }
     if mode != "live":
         item["mode"] = mode
+        if deadline is not None:
+            item["deadline"] = deadline
+        if cache:
+            item["cache"] = True
     return item
 
 

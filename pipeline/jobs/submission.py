@@ -190,6 +190,8 @@ class JobSubmitter:
                 metadata,
                 estimated_cost=estimated_cost,
                 mode=options.mode,
+                deadline=job.get("deadline"),
+                cache=options.cache,
             )
             for seq, (fields, estimated_cost) in enumerate(
                 zip(batch.fields, batch.estimates, strict=True)

@@ -1,16 +1,21 @@
 """The batch lane: a worker's items of batch jobs, on their way to batches.
 
 Part of :class:`~pipeline.worker.engine.ProviderWorker` for a provider
-with a batch API. Items of ``mode: "batch"`` jobs that the worker finds
-(window reads, leases taken back, requeues: everything the backlog is
-given passes :meth:`BatchLane.take`) are not queued for live calls but
-collected here, per model. Every ``BATCH_SUBMIT_INTERVAL`` a round
-submits what was collected (:meth:`BatchSubmitter.submit`, the vendor's
-limits splitting it into several batches) and moves the worker's open
-provider batches on (:meth:`BatchSubmitter.advance`: resume, poll,
-collect, cancel those whose jobs were all canceled). Items a batch gives
-back (line errors to retry, lines that never ran) are collected again,
-for a later round once their retry is due.
+with a batch API. Items of ``batch`` jobs, and of ``auto`` jobs whose
+deadline allows (the rule: :mod:`pipeline.worker.batch_deadline`), that
+the worker finds (window reads, leases taken back, requeues: everything
+the backlog is given passes :meth:`BatchLane.take`) are not queued for
+live calls but collected here, per model. Every
+``BATCH_SUBMIT_INTERVAL`` a round submits what was collected
+(:meth:`BatchSubmitter.submit`, the vendor's limits splitting it into
+several batches) and moves the worker's open provider batches on
+(:meth:`BatchSubmitter.advance`: resume, poll, collect, cancel those
+whose jobs were all canceled, take back items whose deadline is near).
+Items a batch gives back (line errors to retry, lines that never ran,
+items taken back) are collected again, for a later round once their
+retry is due, or, when their deadline no longer allows a batch, handed
+to the worker's live calls (:attr:`BatchLane.to_live`), as are collected
+items still waiting when their deadline comes near.
 
 The records are the worker's own: they carry its role (provider and
 replica, not the code version) and a round moves no other, so a
@@ -24,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -34,6 +40,7 @@ from pipeline.settings import Settings
 from pipeline.states import Status
 from pipeline.store import Store
 from pipeline.store.document_collection import utcnow
+from pipeline.worker.batch_deadline import BATCH_MODES, DeadlineRule
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
 from pipeline.worker.item_store import Item, ItemStore, Outcome
@@ -44,9 +51,6 @@ from providers.errors import MissingDependencyError
 
 log = get_logger(__name__)
 
-#: The mode of items that go to provider batches.
-BATCH_MODE = "batch"
-
 
 class BatchLane:
     """Collects a worker's batch items and runs its rounds.
@@ -56,6 +60,9 @@ class BatchLane:
         interval: Seconds between rounds.
         models: The worker's served models now (they change on refresh).
         is_canceled: Whether a job was canceled (its items are dropped).
+
+    Batch or live is decided by the submitter's rule: one clock and one
+    margin for taking items and for taking them back.
     """
 
     def __init__(
@@ -72,17 +79,32 @@ class BatchLane:
         #: Per model, items waiting for the next round, by id.
         self.collected: dict[str, dict[ObjectId, Item]] = defaultdict(dict)
         self.rounds = 0
+        #: Queues PENDING items, by id, for the worker's live calls (the
+        #: worker sets it; they pass :meth:`take` again on the way).
+        self.to_live: Callable[[list[ObjectId]], Awaitable[Any]] | None = None
+        #: Items to hand to live calls (kept until handed over).
+        self._for_live: set[ObjectId] = set()
+        self.sent_live = 0
+
+    @property
+    def rule(self) -> DeadlineRule:
+        """Batch or live, by deadline."""
+        return self.submitter.rule
 
     def take(self, item: Item) -> bool:
-        """Collect an item of a batch job; False leaves it to live calls.
+        """Collect an item for a batch; False leaves it to live calls.
 
-        A model whose key is missing runs live too: its calls fail there
-        at once with the error naming the variable to set.
+        Items of ``batch`` jobs, and of ``auto`` jobs whose deadline
+        allows, are collected. A model whose key is missing runs live
+        too: its calls fail there at once with the error naming the
+        variable to set.
         """
-        if item.get("mode") != BATCH_MODE:
+        if item.get("mode") not in BATCH_MODES:
             return False
         model = self._models().get(item["model"])
         if model is None or model.key_error is not None:
+            return False
+        if not self.rule.to_batch(item):
             return False
         self.collected[item["model"]].setdefault(item["_id"], item)
         return True
@@ -92,6 +114,7 @@ class BatchLane:
         return {
             "rounds": self.rounds,
             "collected": {m: len(c) for m, c in self.collected.items()},
+            "sentLive": self.sent_live,
         }
 
     async def run(self) -> None:
@@ -108,7 +131,9 @@ class BatchLane:
         self.rounds += 1
         served = self._models()
         self.submitter.models = {
-            name: BatchModel(name, m.config, m.api_key, m.pricing)
+            name: BatchModel(
+                name, m.config, m.api_key, m.pricing, m.shared_cache
+            )
             for name, m in served.items()
         }
         for name in list(self.collected):
@@ -123,6 +148,7 @@ class BatchLane:
                 )
         for outcome in await self.submitter.advance():
             self._again(outcome)
+        await self._hand_to_live()
 
     async def aclose(self) -> None:
         """Close the batch client's connections."""
@@ -136,6 +162,10 @@ class BatchLane:
             if self._is_canceled(item["jobId"]):
                 # The cancel sweep moves it to CANCELED.
                 del waiting[item_id]
+            elif not self.rule.to_batch(item):
+                # Its deadline came near while it waited.
+                del waiting[item_id]
+                self._for_live.add(item_id)
             elif (item.get("nextAttemptAt") or now) <= now:
                 due.append(item)
         if not due:
@@ -156,11 +186,21 @@ class BatchLane:
         if outcome.attempts is not None:
             item["attempts"] = outcome.attempts
         if not self.take(item):
-            log.warning(
-                "batch_item_not_collected",
-                item_id=str(item["_id"]),
-                model=item["model"],
-            )
+            self._for_live.add(item["_id"])
+
+    async def _hand_to_live(self) -> None:
+        """Queue for live calls the items no batch may take any more."""
+        if not self._for_live:
+            return
+        if self.to_live is None:
+            log.warning("batch_items_not_run_live", items=len(self._for_live))
+            return
+        ids = sorted(self._for_live)
+        # Kept until handed over: a failure is tried again next round.
+        await self.to_live(ids)
+        self._for_live.difference_update(ids)
+        self.sent_live += len(ids)
+        log.info("batch_items_sent_live", items=len(ids))
 
 
 def batch_lane(
@@ -184,7 +224,8 @@ def batch_lane(
         holder: The worker's name and incarnation (its journal lane gets
             a ``/batches`` suffix, recovered as the worker's own).
         store: The database.
-        settings: The settings (``BATCH_SUBMIT_INTERVAL``).
+        settings: The settings (``BATCH_SUBMIT_INTERVAL``,
+            ``BATCH_SAFETY_MARGIN``).
         models: The worker's served models now.
         is_canceled: Whether a job was canceled.
         policy: The retry policy of live calls.
@@ -206,6 +247,7 @@ def batch_lane(
         policy=policy,
         rng=rng,
         owner=worker,
+        rule=DeadlineRule(timedelta(seconds=settings.batch_safety_margin)),
     )
     return BatchLane(
         submitter, settings.batch_submit_interval, models, is_canceled

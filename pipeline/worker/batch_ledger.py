@@ -85,6 +85,15 @@ class BatchLedger:
         )
         record.cancel_requested = True
 
+    async def set_deadline(
+        self, record: ProviderBatchRecord, deadline: datetime | None
+    ) -> None:
+        """Store the earliest deadline of the items a record still holds."""
+        await self.records.update_one(
+            {"_id": record.id}, {"$set": {"deadline": deadline}}
+        )
+        record.deadline = deadline
+
     async def open_records(
         self, provider: str, owner: str | None = None
     ) -> list[ProviderBatchRecord]:

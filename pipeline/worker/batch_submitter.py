@@ -3,14 +3,18 @@
 It stands beside the live engine and shares only the item store (claims,
 the journaled finish) with it. :meth:`BatchSubmitter.submit` turns
 PENDING items of one model into provider batches (record, claim, submit,
-mark submitted); :meth:`BatchSubmitter.advance` moves every open record
-of the provider on: submits a ``claimed`` one (after looking for it at
-the vendor, by its label or, where batches keep none, in the vendor's
-list of the key's batches, so a crash never submits twice), polls a
-``submitted`` one and, once it has ended, writes its items' outcomes
-(:func:`~pipeline.worker.provider_batches.decide_line`) and closes it.
-The worker runs :meth:`advance` on a timer; a restarted worker simply
-runs it again. See :mod:`pipeline.worker.provider_batches` for the design.
+mark submitted), after answering from the result cache those it can (as
+the live engine does; batch answers are stored there too);
+:meth:`BatchSubmitter.advance` moves every open record of the provider
+on: submits a ``claimed`` one (after looking for it at the vendor, by
+its label or, where batches keep none, in the vendor's list of the
+key's batches, so a crash never submits twice), polls a ``submitted``
+one and, once it has ended, writes its items' outcomes
+(:func:`~pipeline.worker.provider_batches.decide_line`) and closes it;
+items whose deadline comes near leave their batch for live calls
+(:mod:`pipeline.worker.batch_deadline`). The worker runs
+:meth:`advance` on a timer; a restarted worker simply runs it again.
+See :mod:`pipeline.worker.provider_batches` for the design.
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ from bson import ObjectId
 
 from pipeline.catalog import Pricing
 from pipeline.logging import get_logger
+from pipeline.settings import Settings
 from pipeline.states import Status
 from pipeline.store.by_id import MAX_IDS_PER_QUERY, chunks
 from pipeline.store.document_collection import utcnow
+from pipeline.worker.batch_deadline import DeadlineRule
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.item_store import Item, ItemStore, Outcome
 from pipeline.worker.provider_batches import (
     ProviderBatchRecord,
     decide_line,
 )
-from pipeline.worker.requests import item_request
+from pipeline.worker.requests import item_request, result_cache_key
 from pipeline.worker.retry import RetryPolicy
 from providers.base import Completion
 from providers.batch import (
@@ -51,6 +57,11 @@ log = get_logger(__name__)
 BATCH_LEASE_SECONDS = 26 * 3600.0
 #: How far before a record's creation a lost batch is looked for.
 _FIND_MARGIN = timedelta(minutes=5)
+#: How long items answered from the result cache stay leased (their
+#: claim and their outcome are two writes in a row).
+_CACHE_LEASE_SECONDS = 300.0
+#: Result fields that say how a batch answer came: not cached with it.
+_BATCH_ONLY_FIELDS = ("via", "providerBatchId")
 #: How long after its record a dead worker's batch may have been made
 #: (the claim, then the vendor's call): later batches are not its own.
 _SUBMIT_WINDOW = timedelta(hours=1)
@@ -69,12 +80,14 @@ class BatchModel:
         config: The provider config.
         api_key: The key from this process's environment.
         pricing: Its prices (the batch price applies).
+        shared_cache: Whether clients share its result cache.
     """
 
     name: str
     config: Mapping[str, Any]
     api_key: str | None
     pricing: Pricing
+    shared_cache: bool = False
 
 
 class BatchSubmitter:
@@ -92,6 +105,8 @@ class BatchSubmitter:
         owner: The worker role whose records these are: it writes them
             and moves only them, so a restarted worker (the same role)
             takes its records back and two replicas never poll one batch.
+        rule: When items must leave a batch for their deadline
+            (``BATCH_SAFETY_MARGIN`` before it, by default).
     """
 
     def __init__(
@@ -106,6 +121,7 @@ class BatchSubmitter:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        rule: DeadlineRule | None = None,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -116,6 +132,9 @@ class BatchSubmitter:
         self.rng = rng or random.Random()
         self.clock = clock
         self.owner = owner
+        self.rule = rule or DeadlineRule(
+            timedelta(seconds=Settings.batch_safety_margin)
+        )
 
     async def submit(
         self, model_name: str, items: list[Item]
@@ -131,6 +150,7 @@ class BatchSubmitter:
         """
         model = self.models[model_name]
         await self._resolve_prompts(items)
+        items = await self._serve_cached(model, items)
         by_id = {str(item["_id"]): item for item in items}
         requests = [
             BatchRequest(custom_id, item_request(item))
@@ -147,6 +167,7 @@ class BatchSubmitter:
                 created_at=self.clock(),
                 job_ids=sorted({item["jobId"] for item in group_items}),
                 owner=self.owner,
+                deadline=_earliest_deadline(group_items),
             )
             await self.ledger.add(record)
             # A few ids per update: one update of a vendor-sized batch
@@ -169,8 +190,9 @@ class BatchSubmitter:
 
         Returns:
             The outcomes written that put items back to PENDING (line
-            errors to retry, lines that never ran) of jobs not canceled:
-            nobody else queues them again.
+            errors to retry, lines that never ran, items taken back for
+            their deadline) of jobs not canceled: nobody else queues
+            them again.
         """
         again: list[Outcome] = []
         records = await self.ledger.open_records(self.provider, self.owner)
@@ -183,7 +205,7 @@ class BatchSubmitter:
             # the next round.
             try:
                 if record.state == "claimed":
-                    await self._resume(record, model)
+                    again += await self._resume(record, model)
                 else:
                     again += await self._check(record, model)
             except Exception as error:
@@ -247,9 +269,20 @@ class BatchSubmitter:
 
     async def _resume(
         self, record: ProviderBatchRecord, model: BatchModel
-    ) -> None:
-        """Finish a submission a dead worker left half done."""
+    ) -> list[Outcome]:
+        """Finish a submission a dead worker left half done.
+
+        Items whose deadline is near leave the record first: whatever
+        the vendor may hold of it, their answers would not be written.
+
+        Returns:
+            Items taken back for their deadline instead of being sent.
+        """
         held = await self._held(record)
+        back: list[Outcome] = []
+        if self.rule.due_back(record.deadline):
+            back = await self._release_due(record, held)
+            held = await self._held(record)
         if self.client.can_list and not self.client.can_find and held:
             try:
                 listed = await self._listed(record, model, held)
@@ -259,10 +292,10 @@ class BatchSubmitter:
                     record=str(record.id),
                     batch=str(undecided),
                 )
-                return
+                return back
             if listed is not None:
                 await self.ledger.mark_submitted(record, listed, self.clock())
-                return
+                return back
         if self.client.can_find:
             ref = await self.client.find(
                 model.config,
@@ -273,11 +306,12 @@ class BatchSubmitter:
             )
             if ref is not None:
                 await self.ledger.mark_submitted(record, ref, self.clock())
-                return
+                return back
         if not held:
             await self.ledger.mark_collected(record, self.clock())
-            return
+            return back
         await self._send(record, model, held)
+        return back
 
     async def _listed(
         self, record: ProviderBatchRecord, model: BatchModel, held: list[Item]
@@ -325,15 +359,26 @@ class BatchSubmitter:
         self, record: ProviderBatchRecord, model: BatchModel
     ) -> list[Outcome]:
         assert record.ref is not None
-        if not record.cancel_requested and await self._jobs_canceled(record):
-            await self.client.cancel(model.config, model.api_key, record.ref)
-            await self.ledger.mark_cancel_requested(record)
-            log.info("provider_batch_cancel", batch=record.ref.batch_id)
         status = await self.client.poll(
             model.config, model.api_key, record.ref
         )
         if not status.ended:
-            return []
+            if record.cancel_requested:
+                return []
+            # Polled first: a batch that has ended is collected, neither
+            # cancelled (the vendor would refuse) nor left early.
+            taken_back: list[Outcome] = []
+            if await self._jobs_canceled(record):
+                await self._cancel(record, model, "its jobs were canceled")
+            elif self.rule.due_back(record.deadline):
+                taken_back = await self._take_back(record, model)
+            if not record.cancel_requested:
+                return taken_back
+            status = await self.client.poll(
+                model.config, model.api_key, record.ref
+            )
+            if not status.ended:
+                return []
         lines: dict[str, Completion | LineError] = {}
         async for custom_id, line in self.client.results(
             model.config, model.api_key, record.ref
@@ -361,6 +406,142 @@ class BatchSubmitter:
             answered=sum(isinstance(v, Completion) for v in lines.values()),
         )
         return again
+
+    async def _cancel(
+        self, record: ProviderBatchRecord, model: BatchModel, why: str
+    ) -> None:
+        """Ask the vendor to stop a batch; its lines are collected as usual.
+
+        Lines already answered are kept; the others come back as never
+        run (their attempt given back).
+        """
+        assert record.ref is not None
+        await self.client.cancel(model.config, model.api_key, record.ref)
+        await self.ledger.mark_cancel_requested(record)
+        log.info("provider_batch_cancel", batch=record.ref.batch_id, why=why)
+
+    async def _take_back(
+        self, record: ProviderBatchRecord, model: BatchModel
+    ) -> list[Outcome]:
+        """Take the items whose deadline is near out of a running batch.
+
+        If every item it holds is due, the batch is cancelled (what it
+        answered meanwhile is kept, the rest comes back as never run).
+        Otherwise it runs on for the others and the due items leave it
+        at once (:meth:`_release_due`).
+
+        Returns:
+            The items put back to PENDING, for the worker to run live.
+        """
+        held = await self._held(record)
+        if held and all(self.rule.due_back(i.get("deadline")) for i in held):
+            await self._cancel(record, model, "its deadline is near")
+            return []
+        return await self._release_due(record, held)
+
+    async def _release_due(
+        self, record: ProviderBatchRecord, held: list[Item]
+    ) -> list[Outcome]:
+        """Put the held items whose deadline is near back to PENDING.
+
+        Their attempt is given back: the vendor may still answer their
+        lines, but those answers are not written (the items are no
+        longer leased to the batch), so nothing is processed twice.
+        The record keeps the earliest deadline of the items left.
+
+        Returns:
+            The items put back (of jobs not canceled), as outcomes.
+        """
+        due = [i for i in held if self.rule.due_back(i.get("deadline"))]
+        back: list[Item] = []
+        if due:
+            back, _ = await self.items.release_leases(
+                due, reason="taken back for its deadline", attempted=False
+            )
+            log.info(
+                "provider_batch_items_taken_back",
+                record=str(record.id),
+                items=len(back),
+            )
+        due_ids = {i["_id"] for i in due}
+        kept = [i for i in held if i["_id"] not in due_ids]
+        await self.ledger.set_deadline(record, _earliest_deadline(kept))
+        outcomes = [
+            Outcome(
+                item=item,
+                status=Status.PENDING,
+                attempts=max(0, int(item.get("attempts", 1)) - 1),
+            )
+            for item in back
+        ]
+        return await self._pending_again(record, outcomes)
+
+    async def _serve_cached(
+        self, model: BatchModel, items: list[Item]
+    ) -> list[Item]:
+        """Answer items from the result cache; return the others.
+
+        As the live engine does: items of ``cache: true`` jobs at
+        temperature 0 whose request was answered before (the same
+        client's, or anyone's on a model with a shared cache) are
+        claimed and written PROCESSED with that answer, free.
+        """
+        keys = {
+            item["_id"]: result_cache_key(item, model.shared_cache)
+            for item in items
+            if _cacheable(item)
+        }
+        if not keys:
+            return items
+        hits = await self.items.cached_results(list(keys.values()))
+        found = [i for i in items if keys.get(i["_id"]) in hits]
+        if not found:
+            return items
+        owner = f"{self.items.lane}/cache/{ObjectId()}"
+        claimed = []
+        for chunk in chunks(found, MAX_IDS_PER_QUERY):
+            claimed += await self.items.claim(
+                list(chunk), owner, _CACHE_LEASE_SECONDS
+            )
+        if claimed:
+            await self.items.mark_started({i["jobId"] for i in claimed})
+            await self.items.finish(
+                [
+                    Outcome(
+                        item=item,
+                        status=Status.PROCESSED,
+                        result={
+                            **hits[keys[item["_id"]]],
+                            "cached": True,
+                            "cost": 0.0,
+                        },
+                    )
+                    for item in claimed
+                ]
+            )
+        served = {i["_id"] for i in found}
+        return [i for i in items if i["_id"] not in served]
+
+    async def _store_cached(
+        self, model: BatchModel, outcomes: list[Outcome]
+    ) -> None:
+        """Keep the answers of cacheable items for identical requests."""
+        entries = {
+            result_cache_key(o.item, model.shared_cache): {
+                k: v
+                for k, v in o.result.items()
+                if k not in _BATCH_ONLY_FIELDS
+            }
+            for o in outcomes
+            if o.result is not None and _cacheable(o.item)
+        }
+        if not entries:
+            return
+        try:
+            await self.items.store_cached(entries)
+        except Exception as error:
+            # The answers are written; only their reuse is lost.
+            log.warning("cache_store_failed", error=str(error))
 
     async def _resolve_prompts(self, items: list[Item]) -> None:
         """Set the system prompt of items that name a prompt version.
@@ -431,8 +612,17 @@ class BatchSubmitter:
         written: list[Outcome] = []
         for chunk in chunks(outcomes, MAX_IDS_PER_QUERY):
             written += (await self.items.finish(list(chunk))).written
-        # Lines of canceled jobs that never ran go on to CANCELED, as the
-        # live engine does with items put back after a cancel.
+        await self._store_cached(model, written)
+        return await self._pending_again(record, written)
+
+    async def _pending_again(
+        self, record: ProviderBatchRecord, written: list[Outcome]
+    ) -> list[Outcome]:
+        """The outcomes that put items back to PENDING, to queue again.
+
+        Those of canceled jobs go on to CANCELED, as the live engine
+        does with items put back after a cancel.
+        """
         canceled = await self._canceled_jobs(record)
         back = [
             o.item
@@ -461,3 +651,19 @@ class BatchSubmitter:
         """Whether every job of the batch was canceled."""
         canceled = await self._canceled_jobs(record)
         return bool(record.job_ids) and canceled >= set(record.job_ids)
+
+
+def _earliest_deadline(items: list[Item]) -> datetime | None:
+    """The earliest deadline of some items (None: none has one)."""
+    return min(
+        (i["deadline"] for i in items if i.get("deadline")), default=None
+    )
+
+
+def _cacheable(item: Item) -> bool:
+    """Whether an item's answer may come from, and go to, the cache.
+
+    Items of ``cache: true`` jobs (stored on the item) at temperature 0,
+    as for live calls.
+    """
+    return bool(item.get("cache")) and item.get("temperature") == 0

@@ -24,9 +24,9 @@ is handed the parts it uses.
   limits; :class:`~pipeline.worker.chat.Chat`: chat calls, ahead of
   items.
 * For providers with a batch API, the batch lane
-  (:mod:`pipeline.worker.batch_lane`): items of ``mode: "batch"`` jobs
-  are left to it, and its rounds submit them to provider batches, poll
-  and collect.
+  (:mod:`pipeline.worker.batch_lane`): items of ``batch`` jobs, and of
+  ``auto`` jobs whose deadline allows, are left to it, and its rounds
+  submit them to provider batches, poll and collect.
 
 On a deploy of new code a worker drains (stops claiming, finishes its
 calls, gives back what it never sent) and its successor takes over (see
@@ -234,6 +234,7 @@ class ProviderWorker:
         )
         if self.batch_lane is not None:
             self.backlog.divert = self.batch_lane.take
+            self.batch_lane.to_live = self.adopt
         self._loops: list[asyncio.Task[Any]] = []
         self._started = False
         self._start_lock = asyncio.Lock()

@@ -9,19 +9,45 @@ live engine (:mod:`pipeline.worker.engine`), not inside it.
 Job options (:mod:`pipeline.jobs.mode`)
     ``mode``: ``live`` (default), ``batch`` or ``auto``; ``deadline``: a
     duration (``"24h"``) stored as an instant. Every item stores its
-    job's mode, so a worker's window read tells batch items from live
-    ones. A model whose provider has no batch API (``azure_inference``,
-    plugins) runs its items live, and the job lists it under
-    ``liveOnlyProviders``.
+    job's mode and deadline, so a worker's window read tells batch
+    items from live ones. A model whose provider has no batch API
+    (``azure_inference``, plugins) runs its items live, and the job
+    lists it under ``liveOnlyProviders``.
 
 Where batch items go (:mod:`pipeline.worker.batch_lane`)
     A provider's worker hands every item it would queue for live calls
     (window reads, leases taken back, requeues) to its batch lane first;
-    the lane keeps the items of ``batch`` jobs, per model, and every
-    ``BATCH_SUBMIT_INTERVAL`` runs a round: :meth:`BatchSubmitter.submit`
-    for what it collected, then :meth:`BatchSubmitter.advance`. Items a
-    batch gives back (a line error to retry, a line that never ran) are
-    collected again for a later round, once due.
+    the lane keeps, per model, the items the deadline rule sends to
+    batches, and every ``BATCH_SUBMIT_INTERVAL`` runs a round:
+    :meth:`BatchSubmitter.submit` for what it collected, then
+    :meth:`BatchSubmitter.advance`. Items a batch gives back (a line
+    error to retry, a line that never ran, an item taken back for its
+    deadline) pass the rule again: collected for a later round, once
+    due, or handed to the worker's live calls.
+
+Batch or live: the deadline rule (:mod:`pipeline.worker.batch_deadline`)
+    Items store their job's mode and deadline. A ``batch`` item goes to
+    batches unless its deadline is within ``BATCH_SAFETY_MARGIN``
+    (default 2 h). An ``auto`` item goes to batches only while its
+    deadline is at least the vendors' 24 h window plus that margin away
+    (so even a batch that takes its whole window ends before the
+    margin), and runs live otherwise. The margin is what running the
+    rest live may take: when the deadline is that near, items still
+    waiting for a round go live, and a provider batch holding items due
+    is dealt with at its next poll (a batch that has ended is simply
+    collected). If every item it holds is due, the batch is cancelled:
+    the lines it answered are kept (batch price), the others come back
+    as never run (their attempt given back) and run live. If it also
+    holds items of other jobs that may wait, it runs on for them and the
+    due items leave it at once (PENDING, attempt given back, run live);
+    the vendor may still answer their lines, but those answers are not
+    written, the items being no longer leased to the batch, so no item
+    completes twice (the vendor's answer is paid and dropped). The
+    record keeps the earliest deadline of the items it holds, so a
+    round reads no items for batches that are not due. Every move goes
+    through the journal: counts add up at every moment. A vendor slow
+    to end a cancelled batch (OpenAI allows itself minutes) holds its
+    items meanwhile: the margin must cover that.
 
 The record of a provider batch (:class:`ProviderBatchRecord`)
     One document per provider batch in ``provider_batches``, written
@@ -80,20 +106,24 @@ Polling and results
     Items of the batch the vendor says nothing about
     count as never run. Then the record is ``collected``.
 
-Cancel, deadline, cost
+Cancel and cost
     Cancelling every job of a provider batch cancels the batch (lines
     already answered are kept, as running live items are; the others go
-    back to PENDING and on to CANCELED); ``auto`` cancels a
-    batch whose deadline comes near and its unfinished items run live.
-    A batch answer costs the model's batch price
-    (:meth:`pipeline.catalog.Pricing.cost` with ``batch=True``) and its
-    result says ``via: "batch"``.
+    back to PENDING and on to CANCELED); a batch that ended before the
+    cancel reached it is collected instead. A batch answer costs the
+    model's batch price (:meth:`pipeline.catalog.Pricing.cost` with
+    ``batch=True``) and its result says ``via: "batch"``; a live answer
+    costs the live price, so a job that used both costs what it used.
 
 Built so far: this module (the record, :func:`decide_line`),
 :mod:`pipeline.worker.batch_ledger`,
 :mod:`pipeline.worker.batch_submitter` (submit, resume, poll, collect,
-cancel), :mod:`pipeline.worker.batch_lane` (the worker leaving batch
-items to the submitter and running its rounds; one owner per record);
+cancel, take back for a deadline), :mod:`pipeline.worker.batch_lane`
+(the worker leaving batch items to the submitter and running its
+rounds; one owner per record), :mod:`pipeline.worker.batch_deadline`
+(batch or live for ``batch`` and ``auto`` items); the result cache
+(items of ``cache: true`` jobs at temperature 0 answered from it before
+they are put in a provider batch, batch answers stored in it);
 the job options (:mod:`pipeline.jobs.mode`), the HTTP API and the
 offline batch CLI (``--mode``, ``--deadline``). A submission the
 vendor refuses for good (a permanent error: a missing or wrong key, a
@@ -102,10 +132,9 @@ would; a transient one leaves the record to the next round. A batch
 that *failed* (none of its lines ran) spends each line's attempt, so
 one that always fails ends its items FAILED after ``maxAttempts``;
 lines of an expired or cancelled batch give theirs back. Still to
-build: deadline and ``auto`` (``auto`` items run live for now); the
-result cache for batch items; adopting the records of a replica that
-no longer runs (above); fallbacks. ``benchmarks/batch_mode.py``
-measures a batch job against the same job live.
+build: adopting the records of a replica that no longer runs (above);
+fallbacks. ``benchmarks/batch_mode.py`` measures a batch job against
+the same job live.
 """
 
 from __future__ import annotations
@@ -150,6 +179,8 @@ class ProviderBatchRecord:
         cancel_requested: Whether the vendor was asked to cancel it (its
             jobs were all canceled).
         owner: The name of the worker that wrote it and alone moves it.
+        deadline: The earliest deadline of the items it still holds (None:
+            none has one); the worker takes items back as it nears.
     """
 
     id: ObjectId
@@ -164,6 +195,7 @@ class ProviderBatchRecord:
     job_ids: list[ObjectId] = field(default_factory=list)
     cancel_requested: bool = False
     owner: str | None = None
+    deadline: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -186,6 +218,7 @@ class ProviderBatchRecord:
             "jobIds": list(self.job_ids),
             "cancelRequested": self.cancel_requested,
             "owner": self.owner,
+            "deadline": self.deadline,
         }
 
     @classmethod
@@ -212,6 +245,7 @@ class ProviderBatchRecord:
             job_ids=list(doc.get("jobIds") or ()),
             cancel_requested=bool(doc.get("cancelRequested")),
             owner=doc.get("owner"),
+            deadline=doc.get("deadline"),
         )
 
 

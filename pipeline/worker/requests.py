@@ -68,3 +68,20 @@ def cache_key(
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def result_cache_key(item: StoredItem, shared: bool) -> str:
+    """The result-cache key of an item (system prompt resolved).
+
+    Args:
+        item: The item (``clientId``, ``model`` and the request fields).
+        shared: Whether its model's cache is shared between clients.
+    """
+    return cache_key(
+        SHARED_CACHE_SCOPE if shared else f"client:{item['clientId']}",
+        item["model"],
+        item.get("systemPrompt"),
+        item["userContent"],
+        item.get("temperature"),
+        item.get("maxTokens"),
+    )

@@ -225,3 +225,35 @@ def test_json_lines_of_a_batch_job_are_those_of_a_live_job(
         assert ours["result"]["cost"] == pytest.approx(
             theirs["result"]["cost"] / 2
         )
+
+
+def test_an_auto_job_uses_batches_only_when_its_deadline_allows(
+    http, admin_headers, fake
+):
+    far = _batch_model(
+        http, admin_headers, fake, "openai", {"durationMs": 300}
+    )
+    near = _batch_model(
+        http, admin_headers, fake, "openai", {"durationMs": 300}
+    )
+    client = register_client(http, admin_headers)
+    # A deadline alone means auto: 48h leaves the 24h window and the 2h
+    # margin, 3h does not.
+    far_job = submit_job(http, client, _items(far, 4, "far"), deadline="48h")
+    near_job = submit_job(
+        http, client, _items(near, 4, "near"), mode="auto", deadline="3h"
+    )
+    assert far_job["mode"] == near_job["mode"] == "auto"
+
+    far_done = wait_for_job(http, client, far_job["id"], timeout_s=120)
+    near_done = wait_for_job(http, client, near_job["id"], timeout_s=120)
+    assert far_done["status"] == near_done["status"] == "PROCESSED"
+    far_items = all_results(http, client, far_job["id"])
+    assert {i["result"]["via"] for i in far_items} == {"batch"}
+    assert far_done["cost"] == pytest.approx(
+        sum(_batch_cost(i["result"]) for i in far_items), abs=1e-8
+    )
+    assert fake.stats(far)["requests"] == 0
+    near_items = all_results(http, client, near_job["id"])
+    assert {i["result"]["via"] for i in near_items} == {"live"}
+    assert fake.stats(near)["requests"] == 4

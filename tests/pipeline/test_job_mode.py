@@ -67,9 +67,21 @@ def test_a_batch_job_stores_its_mode_deadline_and_live_only_providers():
     assert (summary.mode, summary.deadline) == ("auto", job["deadline"])
     assert JobSummary.from_doc(summary.to_doc()) == summary
     item = new_item(
-        job["_id"], job["clientId"], job["itemBase"], 0, {}, 3, {}, mode="auto"
+        job["_id"],
+        job["clientId"],
+        job["itemBase"],
+        0,
+        {},
+        3,
+        {},
+        mode="auto",
+        deadline=job["deadline"],
+        cache=True,
     )
-    assert item["mode"] == "auto"
+    # A worker decides batch or live, when to leave a batch, and whether
+    # the result cache applies, by item.
+    assert (item["mode"], item["deadline"]) == ("auto", job["deadline"])
+    assert item["cache"] is True
 
 
 def test_a_live_job_stores_nothing_new_on_its_items():

@@ -8,12 +8,13 @@ connection (see the ``env`` fixture of ``tests/pipeline/worker``).
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from pipeline.catalog import ModelCatalog, ModelSpec
+from pipeline.catalog import ModelCatalog, ModelSpec, Pricing
 from pipeline.clients import Quotas
 from pipeline.code_version import installed_code_version
 from pipeline.jobs.shapes import JobOptions
@@ -68,6 +69,7 @@ async def add_model(
     model: str = "m1",
     latency_ms: int = 20,
     limits: dict[str, Any] | None = None,
+    pricing: Pricing | None = None,
 ) -> None:
     """Put a model served by the fake provider in the catalog."""
     fake.configure({"models": {model: {"latencyMs": latency_ms}}})
@@ -78,6 +80,7 @@ async def add_model(
                 provider="openai",
                 config=fake_model_config("openai", model, fake.url),
                 limits=limits or {"maxConcurrency": 4},
+                pricing=pricing or Pricing(),
             )
         ]
     )
@@ -94,17 +97,35 @@ async def submit(
     max_attempts: int = 5,
     limits: dict[str, Any] | None = None,
     mode: str = "live",
+    deadline: timedelta | None = None,
+    pricing: Pricing | None = None,
+    cache: bool = False,
+    temperature: float | None = None,
+    client_id: ObjectId | None = None,
 ) -> dict[str, Any]:
-    """Submit a job of ``n`` inline items (``item 0``, ``item 1``...)."""
-    await add_model(store, fake, model, latency_ms, limits)
+    """Submit a job of ``n`` inline items (``item 0``, ``item 1``...).
+
+    Each job has a client of its own unless ``client_id`` is given.
+    """
+    await add_model(store, fake, model, latency_ms, limits, pricing)
     submitter = JobSubmitter(
         store, ModelCatalog(store), PromptService(store), settings
     )
     job, _ = await submitter.submit(
-        ObjectId(),
+        client_id or ObjectId(),
         Quotas(),
-        [ItemSpec(model=model, user_content=f"item {i}") for i in range(n)],
-        JobOptions(max_attempts=max_attempts, mode=mode),
+        [
+            ItemSpec(
+                model=model, user_content=f"item {i}", temperature=temperature
+            )
+            for i in range(n)
+        ],
+        JobOptions(
+            max_attempts=max_attempts,
+            mode=mode,
+            deadline=deadline,
+            cache=cache,
+        ),
     )
     return job
 

@@ -9,6 +9,7 @@ moves only the provider batches it wrote.
 import asyncio
 
 import pytest
+from bson import ObjectId
 
 from pipeline.catalog import Pricing
 from pipeline.states import Status
@@ -210,3 +211,54 @@ async def test_a_deploys_successor_takes_over_the_provider_batches(
     assert done["status"] == Status.PROCESSED
     stored = await store.raw("provider_batches").find_one({"_id": record.id})
     assert stored["state"] == "collected"
+
+
+async def test_batch_items_fill_the_result_cache_and_are_served_from_it(
+    env, fake_thread
+):
+    store, _, settings = env
+    fake = fake_thread
+    client_id = ObjectId()
+
+    async def job_of(n):
+        return await submit(
+            store,
+            settings,
+            fake,
+            n,
+            model="bl5",
+            mode="batch",
+            cache=True,
+            temperature=0,
+            client_id=client_id,
+            pricing=Pricing(input_per_million=1.0, output_per_million=2.0),
+        )
+
+    first = await job_of(3)
+    fake.configure(models={"bl5": {"batch": {"durationMs": 50}}})
+    worker = make_worker(_settings(settings), store)
+    await worker.notify_job(first)
+    first_done = await wait_done(store, first["_id"], _WAIT_SECONDS)
+    assert first_done["cost"] > 0
+    creates = fake.batch_stats()["openai"]["creates"]
+
+    # The same requests again, plus one new: only the new one goes to a
+    # provider batch; the others are answered from the cache, free.
+    second = await job_of(4)
+    await worker.notify_job(second)
+    done = await wait_done(store, second["_id"], _WAIT_SECONDS)
+    await worker.stop()
+
+    assert done["status"] == Status.PROCESSED
+    items = await job_items(store, second["_id"])
+    assert [i["result"]["text"] for i in items] == [
+        f"item {n}" for n in range(4)
+    ]
+    assert [i["result"]["cached"] for i in items] == [True] * 3 + [False]
+    assert [i["result"]["cost"] for i in items[:3]] == [0.0] * 3
+    assert items[3]["result"]["via"] == "batch"
+    assert done["cost"] == pytest.approx(items[3]["result"]["cost"])
+    assert fake.batch_stats()["openai"]["creates"] == creates + 1
+    assert fake.stats("bl5")["requests"] == 0
+    records = await store.raw("provider_batches").find({}).to_list()
+    assert sorted(len(r["itemIds"]) for r in records) == [1, 3]

@@ -6,6 +6,7 @@ journaled finish, so the job's counters move as for live items.
 """
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from bson import ObjectId
@@ -16,6 +17,7 @@ from pipeline.jobs.service import JobService
 from pipeline.states import Actor, Status
 from pipeline.store import Store, create_mongo_client
 from pipeline.store.by_id import MAX_IDS_PER_QUERY
+from pipeline.store.document_collection import utcnow
 from pipeline.worker.batch_ledger import BatchLedger
 from pipeline.worker.batch_submitter import BatchModel, BatchSubmitter
 from pipeline.worker.item_store import ItemStore
@@ -435,3 +437,62 @@ async def test_a_large_batch_claims_its_items_a_few_at_a_time(parts):
     assert {i["leaseOwner"] for i in items} == {records[0].lease_owner}
     assert updates.sizes
     assert max(updates.sizes) <= MAX_IDS_PER_QUERY
+
+
+async def test_a_batch_that_ended_before_its_job_was_canceled_is_collected(
+    parts,
+):
+    store, settings, fake, client, _ = parts
+    job = await submit(store, settings, fake, 3, model="bm8")
+    fake.configure(models={"bm8": {"batch": {"durationMs": 30}}})
+    submitter = _submitter(parts, "bm8")
+    [record] = await submitter.submit(
+        "bm8", await job_items(store, job["_id"])
+    )
+    config = fake_model_config("openai", "bm8", fake.url)
+    async with asyncio.timeout(_WAIT_SECONDS):
+        while not (await client.poll(config, None, record.ref)).ended:  # noqa: ASYNC110 (the vendor's state)
+            await asyncio.sleep(0.02)
+    cancels = fake.batch_stats()["openai"].get("cancels", 0)
+    await JobService(store).transition(
+        job["clientId"], str(job["_id"]), Status.CANCELED, Actor.CLIENT
+    )
+    # One round: the vendor would refuse to cancel an ended batch, so it
+    # is collected instead, its answers kept.
+    await submitter.advance()
+    stored = await store.raw("provider_batches").find_one({"_id": record.id})
+    assert stored["state"] == "collected"
+    assert fake.batch_stats()["openai"].get("cancels", 0) == cancels
+    items = await job_items(store, job["_id"])
+    assert {i["status"] for i in items} == {Status.PROCESSED}
+
+
+async def test_a_claimed_record_near_its_deadline_gives_its_items_back(parts):
+    store, settings, fake, _, ledger = parts
+    job = await submit(
+        store,
+        settings,
+        fake,
+        2,
+        model="bm9",
+        mode="auto",
+        deadline=timedelta(days=2),
+    )
+    fake.configure(models={"bm9": {"batch": {"durationMs": 30}}})
+    creates = fake.batch_stats().get("openai", {}).get("creates", 0)
+    submitter = _submitter(parts, "bm9")
+    items = await job_items(store, job["_id"])
+    # Left claimed by a worker that died before submitting it.
+    record, _ = await _recorded_and_claimed(submitter, ledger, items)
+    await ledger.set_deadline(record, items[0]["deadline"])
+    submitter.rule.clock = lambda: utcnow() + timedelta(days=2)
+
+    back = await submitter.advance()
+
+    assert sorted(o.item["_id"] for o in back) == [i["_id"] for i in items]
+    after = await job_items(store, job["_id"])
+    assert {(i["status"], i["attempts"]) for i in after} == {
+        (Status.PENDING, 0)
+    }
+    assert not await ledger.open_records("openai")
+    assert fake.batch_stats().get("openai", {}).get("creates", 0) == creates
