@@ -100,6 +100,12 @@ def add_parser(commands: Any) -> None:
         help="how long each job may take, e.g. 24h (s, m, h or d)",
     )
     run.add_argument(
+        "--no-fallbacks",
+        action="store_true",
+        help="fail items of a model whose provider is down instead of "
+        "moving them to the model's catalog fallbacks",
+    )
+    run.add_argument(
         "--chunk-items",
         type=_within(1, MAX_ITEMS_PER_JOB),
         default=DEFAULT_CHUNK_ITEMS,
@@ -202,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             cache=args.cache,
             mode=mode,
             deadline=deadline,
+            fallbacks=not args.no_fallbacks,
             chunk_items=args.chunk_items,
         )
 

@@ -240,6 +240,7 @@ class BatchDriver:
                 cache=self._options.cache,
                 mode=self._options.mode,
                 deadline=self._options.deadline,
+                fallbacks=self._options.fallbacks,
             ),
             chunks=scan.chunks,
         )

@@ -86,6 +86,7 @@ class HttpBackend:
             "cache": options.cache,
             "idempotencyKey": options.idempotency_key,
             "mode": options.mode,
+            "fallbacks": options.fallbacks,
         }
         if options.deadline is not None:
             body["deadline"] = f"{int(options.deadline.total_seconds())}s"

@@ -32,6 +32,8 @@ class BatchOptions:
             temperature 0.
         mode: ``live``, ``batch`` or ``auto`` (:mod:`pipeline.jobs.mode`).
         deadline: How long each job may take, or None.
+        fallbacks: Whether items may move to their model's catalog
+            fallbacks while its provider is down.
         chunk_items: Items per job at most.
         chunk_bytes: Bytes of input lines per job at most.
         active_jobs: Jobs submitted ahead of the results written.
@@ -43,6 +45,7 @@ class BatchOptions:
     cache: bool = False
     mode: str = "live"
     deadline: timedelta | None = None
+    fallbacks: bool = True
     chunk_items: int = DEFAULT_CHUNK_ITEMS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     active_jobs: int = 4

@@ -139,6 +139,7 @@ class BatchState:
                     if self.options.deadline is not None
                     else None
                 ),
+                "fallbacks": self.options.fallbacks,
             },
             "chunks": [chunk.to_doc() for chunk in self.chunks],
             "outputBytes": self.output_bytes,
@@ -166,6 +167,8 @@ class BatchState:
                     if options.get("deadlineSeconds") is not None
                     else None
                 ),
+                # States written before fallbacks existed allowed them.
+                fallbacks=options.get("fallbacks", True),
             ),
             chunks=[Chunk.from_doc(chunk) for chunk in doc["chunks"]],
             output_bytes=doc["outputBytes"],

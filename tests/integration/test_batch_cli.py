@@ -168,6 +168,45 @@ def test_mode_batch_sends_every_job_through_provider_batches(
     assert fake.stats(model)["requests"] == 0
 
 
+def test_items_of_a_down_model_fall_back_unless_the_run_forbids_it(
+    http,
+    admin_headers,
+    fake,
+    client_a,
+    base_url,
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    backup = _model(http, admin_headers, fake)
+    down = unique_model("batch")
+    create_model(http, admin_headers, fake.url, down, fallbacks=[backup])
+    fake.configure({down: {"faults": [{"kind": "server_error"}]}})
+    monkeypatch.setenv("METASYNC_API_KEY", client_a.api_key)
+    n = 8
+    source = _input(tmp_path / "in.jsonl", down, n)
+    args = ["batch", "run", str(source), "--url", base_url]
+    args += ["--max-attempts", "1"]
+
+    allowed = tmp_path / "allowed.jsonl"
+    assert main([*args, "-o", str(allowed)]) == 0, capsys.readouterr().err
+    lines = _assert_each_once(allowed, n)
+    assert all(line["error"] is None for line in lines)
+    assert fake.stats(backup)["requests"] == n
+
+    # Other input: the same one would be the same jobs (idempotency key),
+    # and the service refuses them with other options.
+    source = _input(tmp_path / "in2.jsonl", down, n - 2)
+    args[2] = str(source)
+    forbidden = tmp_path / "forbidden.jsonl"
+    main([*args, "-o", str(forbidden), "--no-fallbacks"])
+    lines = _assert_each_once(forbidden, n - 2)
+    assert all(line["error"] is not None for line in lines)
+    assert fake.stats(backup)["requests"] == n  # none moved this time
+    jobs = http.get("/jobs", headers=client_a.headers).json()["items"]
+    assert sorted(job["fallbacks"] for job in jobs) == [False, True]
+
+
 def test_a_bad_mode_or_deadline_is_refused_before_anything_runs(
     tmp_path, capsys
 ):
