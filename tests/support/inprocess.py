@@ -17,6 +17,8 @@ from pymongo.errors import PyMongoError
 from pipeline.catalog import ModelCatalog, ModelSpec, Pricing
 from pipeline.clients import Quotas
 from pipeline.code_version import installed_code_version
+from pipeline.jobs.aggregation import FINAL_COUNTED, full_counts
+from pipeline.jobs.service import JobService
 from pipeline.jobs.shapes import JobOptions
 from pipeline.jobs.submission import JobSubmitter
 from pipeline.jobs.validation import ItemSpec
@@ -27,6 +29,7 @@ from pipeline.worker.coordinator import LimitsCoordinator
 from pipeline.worker.engine import ProviderWorker, open_worker
 from pipeline.worker.limits_sync import SyncLimits
 from pipeline.worker.names import worker_name
+from pipeline.worker.process import cancel_all
 from providers.fake import FakeProviderServer, fake_model_config
 
 #: The name of :func:`make_worker`'s worker (the code's own version):
@@ -154,3 +157,48 @@ async def job_items(store: Store, job_id: ObjectId) -> list[dict[str, Any]]:
     return (
         await store.raw("items").find({"jobId": job_id}).sort("seq").to_list()
     )
+
+
+class CountsReader:
+    """Reads a job as a client does, over and over, noting what is wrong."""
+
+    def __init__(self, store: Store, job_id: ObjectId) -> None:
+        self._store = store
+        self._service = JobService(store)
+        self._job_id = job_id
+        self.problems: list[str] = []
+        self.reads = 0
+
+    async def check(self) -> dict[str, int]:
+        job = await self._store.raw("jobs").find_one({"_id": self._job_id})
+        leased = await self._service.processing_counts([self._job_id])
+        processing = leased[self._job_id]
+        counts = full_counts(job, processing)
+        total = job["totalItems"]
+        final = sum(job["counts"].get(s, 0) for s in FINAL_COUNTED)
+        self.reads += 1
+        if sum(counts.values()) != total or final + processing > total:
+            self.problems.append(
+                f"counts {counts} (leased {processing}) for {total} items"
+            )
+        if job["status"] in ("PROCESSED", "FAILED") and processing:
+            self.problems.append(
+                f"{job['status']} with {processing} items still leased"
+            )
+        return counts
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.check()
+            await asyncio.sleep(0.005)
+
+
+async def kill_worker(worker: ProviderWorker) -> None:
+    """End a worker as a SIGKILL would: nothing finishes, nothing flushes.
+
+    Nothing new starts either (a cancelled call's cleanup would start
+    the next one).
+    """
+    worker.tasks.spawn = lambda coroutine: coroutine.close()
+    await cancel_all([*worker._loops, *worker.tasks.running])
+    await worker.calls.provider.aclose()

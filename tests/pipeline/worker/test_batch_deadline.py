@@ -16,14 +16,18 @@ from datetime import timedelta
 import pytest
 
 from pipeline.catalog import Pricing
-from pipeline.jobs.aggregation import FINAL_COUNTED
-from pipeline.jobs.service import JobService
 from pipeline.states import Status
 from pipeline.store.document_collection import utcnow
 from pipeline.worker.provider_batches import ProviderBatchRecord
 from providers.batch import batch_client
 from providers.fake import fake_model_config
-from tests.support.inprocess import job_items, make_worker, submit, wait_done
+from tests.support.inprocess import (
+    CountsReader,
+    job_items,
+    make_worker,
+    submit,
+    wait_done,
+)
 
 pytestmark = pytest.mark.anyio
 _WAIT_SECONDS = 90
@@ -85,29 +89,6 @@ def _move_deadline_clock(worker, by):
     """Set the clock the worker's deadlines are measured by ``by`` ahead."""
     assert worker.batch_lane is not None
     worker.batch_lane.rule.clock = lambda: utcnow() + by
-
-
-class _CountsReader:
-    """Reads a job's counts as a client does, noting when they don't add up."""
-
-    def __init__(self, store, job_id):
-        self._store = store
-        self._service = JobService(store)
-        self._job_id = job_id
-        self.problems: list[str] = []
-        self.reads = 0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            job = await self._store.raw("jobs").find_one({"_id": self._job_id})
-            leased = await self._service.processing_counts([self._job_id])
-            final = sum(job["counts"].get(s, 0) for s in FINAL_COUNTED)
-            if final + leased[self._job_id] > job["totalItems"]:
-                self.problems.append(
-                    f"{job['counts']} and {leased[self._job_id]} leased"
-                )
-            self.reads += 1
-            await asyncio.sleep(0.01)
 
 
 async def test_an_auto_job_goes_to_batches_when_its_deadline_allows(
@@ -179,7 +160,7 @@ async def test_items_still_in_a_batch_near_the_deadline_run_live(
     assert fake.stats(model)["requests"] == 0
     await _answered_some(fake, model, record)
 
-    reader = _CountsReader(store, job["_id"])
+    reader = CountsReader(store, job["_id"])
     stop = asyncio.Event()
     reading = asyncio.create_task(reader.run(stop))
     _move_deadline_clock(worker, FAR)

@@ -13,16 +13,15 @@ import random
 
 import pytest
 
-from pipeline.jobs.aggregation import FINAL_COUNTED, full_counts
-from pipeline.jobs.service import JobService
 from pipeline.states import Status
 from pipeline.worker.item_store import ItemStore, Outcome
-from pipeline.worker.process import cancel_all
 from pipeline.worker.retry import RetryPolicy
 from tests.support.flaky import FlakyCollection
 from tests.support.inprocess import (
     OPENAI_0,
+    CountsReader,
     job_items,
+    kill_worker,
     make_worker,
     submit,
     wait_done,
@@ -31,57 +30,12 @@ from tests.support.inprocess import (
 pytestmark = pytest.mark.anyio
 
 
-class _Reader:
-    """Reads a job as a client does, over and over, noting what is wrong."""
-
-    def __init__(self, store, job_id):
-        self._store = store
-        self._service = JobService(store)
-        self._job_id = job_id
-        self.problems: list[str] = []
-        self.reads = 0
-
-    async def check(self) -> dict:
-        job = await self._store.raw("jobs").find_one({"_id": self._job_id})
-        leased = await self._service.processing_counts([self._job_id])
-        processing = leased[self._job_id]
-        counts = full_counts(job, processing)
-        total = job["totalItems"]
-        final = sum(job["counts"].get(s, 0) for s in FINAL_COUNTED)
-        self.reads += 1
-        if sum(counts.values()) != total or final + processing > total:
-            self.problems.append(
-                f"counts {counts} (leased {processing}) for {total} items"
-            )
-        if job["status"] in ("PROCESSED", "FAILED") and processing:
-            self.problems.append(
-                f"{job['status']} with {processing} items still leased"
-            )
-        return counts
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.check()
-            await asyncio.sleep(0.005)
-
-
-async def _kill(worker):
-    """End a worker as a SIGKILL would: nothing finishes, nothing flushes.
-
-    Nothing new starts either (a cancelled call's cleanup would start
-    the next one).
-    """
-    worker.tasks.spawn = lambda coroutine: coroutine.close()
-    await cancel_all([*worker._loops, *worker.tasks.running])
-    await worker.calls.provider.aclose()
-
-
 async def test_a_writer_killed_mid_batch_leaves_consistent_counts(
     env, fake_thread
 ):
     store, _, settings = env
     job = await submit(store, settings, fake_thread, 4)
-    reader = _Reader(store, job["_id"])
+    reader = CountsReader(store, job["_id"])
     items = await job_items(store, job["_id"])
     dead = ItemStore(store, f"{OPENAI_0}/dead")
     claimed = await dead.claim(items, f"{OPENAI_0}/dead/1", 60)
@@ -144,7 +98,7 @@ async def test_counts_add_up_across_worker_restarts(env, fake_thread, seed):
         store, settings, fake_thread, total, latency_ms=10, max_attempts=30
     )
     _flaky_provider(fake_thread)
-    reader = _Reader(store, job["_id"])
+    reader = CountsReader(store, job["_id"])
     stop = asyncio.Event()
     reading = asyncio.create_task(reader.run(stop))
     try:
@@ -175,7 +129,7 @@ async def _restarts(store, settings, job, rng, lives=8):
         reached = gate.reached.wait() if gate else asyncio.sleep(10)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reached, rng.uniform(0.05, 0.5))
-        await _kill(worker)
+        await kill_worker(worker)
     last = make_worker(settings, store, retry_policy=QUICK_RETRIES)
     await last.notify_job(job)
     try:

@@ -23,8 +23,13 @@ from pipeline.worker.engine import open_worker
 from pipeline.worker.retry import RetryPolicy
 from providers.fake import fake_model_config
 from serve_app.schemas.jobs import ItemOut, JobOut
-from tests.pipeline.worker.test_counts_invariant import _kill, _Reader
-from tests.support.inprocess import job_items, local_sync, wait_done
+from tests.support.inprocess import (
+    CountsReader,
+    job_items,
+    kill_worker,
+    local_sync,
+    wait_done,
+)
 from tests.support.net import wait_until_async
 
 pytestmark = pytest.mark.anyio
@@ -329,7 +334,7 @@ async def test_a_sender_killed_between_inbox_and_item_loses_nothing(
     )
     total = 24
     job = await _submit(store, settings, total)
-    reader = _Reader(store, job["_id"])
+    reader = CountsReader(store, job["_id"])
     stop = asyncio.Event()
     reading = asyncio.create_task(reader.run(stop))
     coordinator = LimitsCoordinator()
@@ -343,7 +348,7 @@ async def test_a_sender_killed_between_inbox_and_item_loses_nothing(
     )
     await first.notify_job(job)
     await asyncio.wait_for(inbox.recorded.wait(), 30)
-    await _kill(first)
+    await kill_worker(first)
     # Its successor takes its leases back at once: the items of the
     # lost write had used their attempts on m1 and fail; the others
     # move to m2.
