@@ -29,6 +29,11 @@ MAX_VARIABLES = 1_000
 Scalar = str | int | float | bool
 
 
+#: Versions are counted from 1; the bound keeps a number the database
+#: cannot store (past 64 bits) a 400 instead of a 500.
+MAX_PROMPT_VERSION = 2**31 - 1
+
+
 class JobItemIn(BaseModel):
     """One item: a stored prompt with variables, or inline text."""
 
@@ -43,7 +48,7 @@ class JobItemIn(BaseModel):
     custom_id: str | None = Field(None, max_length=MAX_CUSTOM_ID_CHARS)
     model: str = Field(min_length=1, max_length=100)
     prompt_id: str | None = None
-    prompt_version: int | None = Field(None, ge=1)
+    prompt_version: int | None = Field(None, ge=1, le=MAX_PROMPT_VERSION)
     variables: dict[str, Scalar] | None = Field(None, max_length=MAX_VARIABLES)
     system_prompt: str | None = Field(None, max_length=MAX_ITEM_TEXT_CHARS)
     user_content: str | None = Field(None, max_length=MAX_ITEM_TEXT_CHARS)

@@ -139,3 +139,16 @@ def test_bad_version_number_is_400(http, client_a, version):
     )
     assert response.status_code == 400
     assert response.json()["error"]["errors"][0]["field"] == "version"
+
+
+def test_a_job_item_past_the_databases_integers_is_400(http, client_a):
+    # A promptVersion past 64 bits reached the database (it was a 500).
+    created = _create(http, client_a)
+    item = {"model": "m", "promptId": created["id"], "promptVersion": 2**68}
+    response = http.post(
+        "/jobs", json={"items": [item]}, headers=client_a.headers
+    )
+    assert response.status_code == 400
+    fields = [e["field"] for e in response.json()["error"]["errors"]]
+    assert any(f.endswith("promptVersion") for f in fields), fields
+    assert http.get("/jobs", headers=client_a.headers).json()["items"] == []
