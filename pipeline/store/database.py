@@ -123,6 +123,8 @@ INDEXES: dict[str, list[IndexModel]] = {
                 ("state", ASCENDING),
             ]
         ),
+        # Open records of replicas that no longer run (their adoption).
+        IndexModel([("provider", ASCENDING), ("state", ASCENDING)]),
     ],
     "runs": [
         _newest_by_client(),

@@ -186,6 +186,11 @@ QUERY_SHAPES: list[QueryShape] = [
         },
         "BatchLedger.open_records (worker's batch rounds)",
     ),
+    QueryShape(
+        "provider_batches",
+        {"state": {"$in": ["claimed", "submitted"]}, "provider": "openai"},
+        "BatchLedger.adopt_orphans (records of removed replicas)",
+    ),
     # optimizer
     *_by_client("runs", "RunStore.list_runs"),
     *_by_client("datasets", "RunStore.list_datasets"),

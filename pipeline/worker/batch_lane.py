@@ -248,6 +248,7 @@ def batch_lane(
         rng=rng,
         owner=worker,
         rule=DeadlineRule(timedelta(seconds=settings.batch_safety_margin)),
+        replicas=settings.worker_replicas,
     )
     return BatchLane(
         submitter, settings.batch_submit_interval, models, is_canceled

@@ -5,7 +5,8 @@ the provider, then moved ``claimed`` → ``submitted`` → ``collected``,
 each move guarded by the state it leaves (see
 :mod:`pipeline.worker.provider_batches` for why). The collection stays
 small (one document per provider batch, not per item) and its open
-records are found through the ``state`` index.
+records are found through the ``(owner, provider, state)`` index, or,
+for records whose owner no longer runs, ``(provider, state)``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.store import Store
+from pipeline.worker.names import ActorName
 from pipeline.worker.provider_batches import ProviderBatchRecord
 from providers.batch import ProviderBatchRef
 
@@ -94,6 +96,50 @@ class BatchLedger:
         )
         record.deadline = deadline
 
+    async def adopt_orphans(
+        self, provider: str, owner: str, replicas: int
+    ) -> int:
+        """Take over open records of replicas that no longer run.
+
+        Replica ``k``'s records are moved by nobody once
+        ``WORKER_REPLICAS`` drops to ``k`` or below (only replica ``k``
+        moves them). Replica ``k mod replicas`` takes them over: one
+        actor runs a role at a time, and a removed replica's rounds
+        stopped when it was retired.
+
+        Args:
+            provider: The provider's registry name.
+            owner: The adopting worker's role (its replica index).
+            replicas: The replicas the provider has now.
+
+        Returns:
+            How many records changed owner.
+        """
+        mine = _replica(owner, provider)
+        if mine is None:
+            return 0
+        docs = await self.records.find(
+            {"state": {"$in": list(OPEN_STATES)}, "provider": provider},
+            {"owner": 1},
+        ).to_list()
+        orphans = {}
+        for doc in docs:
+            replica = _replica(doc.get("owner"), provider)
+            if replica is None or replica < replicas:
+                continue  # a running replica's, or no worker's
+            if replica % replicas == mine:
+                orphans[doc["_id"]] = doc["owner"]
+        if not orphans:
+            return 0
+        result = await self.records.update_many(
+            {
+                "_id": {"$in": list(orphans)},
+                "owner": {"$in": sorted(set(orphans.values()))},
+            },
+            {"$set": {"owner": owner}},
+        )
+        return int(result.modified_count)
+
     async def open_records(
         self, provider: str, owner: str | None = None
     ) -> list[ProviderBatchRecord]:
@@ -113,3 +159,12 @@ class BatchLedger:
         ).to_list()
         records = [ProviderBatchRecord.from_doc(d) for d in docs]
         return sorted(records, key=lambda r: r.created_at)
+
+
+def _replica(owner: str | None, provider: str) -> int | None:
+    """The replica index of a worker role of ``provider`` (None: other)."""
+    parsed = ActorName.parse(owner) if owner else None
+    slot = parsed.worker_slot() if parsed is not None else None
+    if slot is None or slot[0] != provider:
+        return None
+    return slot[1]

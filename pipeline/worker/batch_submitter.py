@@ -107,6 +107,9 @@ class BatchSubmitter:
             takes its records back and two replicas never poll one batch.
         rule: When items must leave a batch for their deadline
             (``BATCH_SAFETY_MARGIN`` before it, by default).
+        replicas: The provider's worker replicas now: records of a
+            replica beyond them are taken over (see
+            :meth:`BatchLedger.adopt_orphans`).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class BatchSubmitter:
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         rule: DeadlineRule | None = None,
+        replicas: int = 1,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -132,6 +136,7 @@ class BatchSubmitter:
         self.rng = rng or random.Random()
         self.clock = clock
         self.owner = owner
+        self.replicas = replicas
         self.rule = rule or DeadlineRule(
             timedelta(seconds=Settings.batch_safety_margin)
         )
@@ -195,6 +200,16 @@ class BatchSubmitter:
             them again.
         """
         again: list[Outcome] = []
+        if self.owner is not None:
+            adopted = await self.ledger.adopt_orphans(
+                self.provider, self.owner, self.replicas
+            )
+            if adopted:
+                log.warning(
+                    "provider_batches_adopted",
+                    records=adopted,
+                    reason="their worker replica no longer runs",
+                )
         records = await self.ledger.open_records(self.provider, self.owner)
         for record in records:
             model = self.models.get(record.model)

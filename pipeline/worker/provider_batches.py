@@ -62,13 +62,11 @@ One owner per record
     role at a time (a deploy's old worker stops its rounds when it
     begins to drain, before its successor starts), so no two processes
     poll one batch; a restarted worker, or the next version's, takes the
-    records back at its first round. The limit: records of a role that
-    no longer runs are moved by nobody. That happens to the records of
-    replica ``k`` once ``WORKER_REPLICAS`` drops to ``k`` or below:
-    their items stay PROCESSING under the batch lease until it runs out
-    (26 h), when lease recovery puts them back to PENDING (an attempt
-    spent, the vendor's answer lost). Raise the replicas again to
-    collect them.
+    records back at its first round. Records of a role that no longer
+    runs (replica ``k`` once ``WORKER_REPLICAS`` drops to ``k`` or
+    below) are taken over at the next round by replica ``k mod
+    replicas`` (:meth:`BatchLedger.adopt_orphans`): a removed replica's
+    rounds stopped when it was retired, so they still have one mover.
 
 Claiming
     The batch submitter of a provider's worker takes PENDING batch items
@@ -131,9 +129,9 @@ request it rejects) settles its items with that error, as a live call
 would; a transient one leaves the record to the next round. A batch
 that *failed* (none of its lines ran) spends each line's attempt, so
 one that always fails ends its items FAILED after ``maxAttempts``;
-lines of an expired or cancelled batch give theirs back. Still to
-build: adopting the records of a replica that no longer runs (above);
-fallbacks. ``benchmarks/batch_mode.py`` measures a batch job against
+lines of an expired or cancelled batch give theirs back. Fallbacks
+apply to live calls only: a line that fails in a batch is retried on
+its own model. ``benchmarks/batch_mode.py`` measures a batch job against
 the same job live.
 """
 

@@ -165,6 +165,58 @@ async def test_a_worker_moves_only_its_own_provider_batches(env, fake_thread):
     assert {i["result"]["via"] for i in items} == {"batch"}
 
 
+async def test_batches_of_a_removed_replica_are_taken_over(env, fake_thread):
+    store, _, settings = env
+    fake = fake_thread
+    job = await submit(store, settings, fake, 2, model="bl6", mode="batch")
+    fake.configure(models={"bl6": {"batch": {"durationMs": 30}}})
+    # Replica 2 of three submitted the batch; then WORKER_REPLICAS went
+    # down to 2, and nobody runs replica 2 any more.
+    gone = BatchSubmitter(
+        "openai",
+        batch_client("openai"),
+        ItemStore(store, "gone-worker/lane"),
+        BatchLedger(store),
+        {
+            "bl6": BatchModel(
+                "bl6",
+                fake_model_config("openai", "bl6", fake.url),
+                None,
+                Pricing(),
+            )
+        },
+        owner=worker_role("openai", 2),
+    )
+    [record] = await gone.submit("bl6", await job_items(store, job["_id"]))
+    await gone.client.aclose()
+    creates = fake.batch_stats()["openai"]["creates"]
+    two = _settings(settings).with_overrides(worker_replicas=2)
+
+    # Replica 1 (2 mod 2 is 0) leaves it alone; replica 0 takes it over.
+    other = make_worker(two, store, replica=1)
+    await other.start()
+    assert other.batch_lane is not None
+    async with asyncio.timeout(_WAIT_SECONDS):
+        while other.batch_lane.rounds < 3:  # noqa: ASYNC110 (a counter)
+            await asyncio.sleep(0.02)
+    await other.stop()
+    stored = await store.raw("provider_batches").find_one({"_id": record.id})
+    assert stored["owner"] == worker_role("openai", 2)
+
+    heir = make_worker(two, store)
+    await heir.start()
+    done = await wait_done(store, job["_id"], _WAIT_SECONDS)
+    await heir.stop()
+    assert done["status"] == Status.PROCESSED
+    items = await job_items(store, job["_id"])
+    assert {i["result"]["via"] for i in items} == {"batch"}
+    stored = await store.raw("provider_batches").find_one({"_id": record.id})
+    assert stored["owner"] == worker_role("openai", 0)
+    assert stored["state"] == "collected"
+    # Collected, not submitted again.
+    assert fake.batch_stats()["openai"]["creates"] == creates
+
+
 async def test_a_deploys_successor_takes_over_the_provider_batches(
     env, fake_thread
 ):
