@@ -18,6 +18,10 @@ is handed the parts it uses.
   prompts and cached answers; :class:`~pipeline.worker.calls.Calls`: one
   call, one outcome; :class:`~pipeline.worker.writer.ResultWriter`:
   outcomes written in batches.
+* :class:`~pipeline.worker.fallback.FallbackRouter`: an item whose
+  provider is down moves to its model's next fallback (asked by
+  ``Calls``); :class:`~pipeline.worker.handoffs.HandoffInbox`: items
+  other providers' workers moved to this one's models.
 * :class:`~pipeline.worker.recovery.Recovery`: the poll that finds
   stranded work and takes back lost leases;
   :class:`~pipeline.worker.limits_sync.LimitsSync`: shares of the model
