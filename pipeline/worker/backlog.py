@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bson import ObjectId
 
@@ -177,6 +179,29 @@ class Backlog:
             if item["_id"] not in self._queued:
                 self._queued.add(item["_id"])
                 queue.appendleft(item)
+
+    def add_found(
+        self, job_id: ObjectId, items: list[Item], now: datetime
+    ) -> None:
+        """Queue PENDING items read from the database.
+
+        Each is ready now, or held until its ``nextAttemptAt`` (a retry
+        not yet due when it was read).
+
+        Args:
+            job_id: Their job.
+            items: The items.
+            now: The database clock's now (``nextAttemptAt`` is on it).
+        """
+        ready = []
+        for item in items:
+            due = item.get("nextAttemptAt")
+            if due is not None and due > now:
+                delay = (due - now).total_seconds()
+                self.schedule_retry(item, time.monotonic() + delay)
+            else:
+                ready.append(item)
+        self.add_ready(job_id, ready)
 
     def schedule_retry(self, item: Item, due: float) -> None:
         """Hold an item until ``due`` (monotonic seconds).

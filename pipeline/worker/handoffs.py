@@ -32,7 +32,6 @@ moved at once is about 5 MB, under a document's 16 MB).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -224,7 +223,6 @@ class HandoffInbox:
     ) -> tuple[list[ObjectId], int]:
         """Queue what is ready; return the entries done and the count."""
         models = self._models()
-        now = utcnow()
         done: list[ObjectId] = []
         queued = 0
         for entry in entries:
@@ -239,14 +237,7 @@ class HandoffInbox:
                 if track is None:
                     continue  # tracked at the next poll
                 if not track.canceled:
-                    due = item.get("nextAttemptAt")
-                    if due is not None and due > now:
-                        delay = (due - now).total_seconds()
-                        self._backlog.schedule_retry(
-                            item, time.monotonic() + delay
-                        )
-                    else:
-                        self._backlog.add_ready(item["jobId"], [item])
+                    self._backlog.add_found(item["jobId"], [item], utcnow())
                     queued += 1
             done.append(entry["i"])
         return done, queued

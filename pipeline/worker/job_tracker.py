@@ -137,23 +137,15 @@ class JobTracker:
         Returns:
             How many were queued.
         """
-        now = utcnow()
-        ready = []
-        queued = 0
         served = self._served
-        for item in items:
-            if item["status"] != S.PENDING or item["model"] not in served:
-                continue
-            queued += 1
-            due = item.get("nextAttemptAt")
-            if due is not None and due > now:
-                delay = (due - now).total_seconds()
-                self._backlog.schedule_retry(item, time.monotonic() + delay)
-            else:
-                ready.append(item)
-        self._backlog.add_ready(job_id, ready)
+        pending = [
+            item
+            for item in items
+            if item["status"] == S.PENDING and item["model"] in served
+        ]
+        self._backlog.add_found(job_id, pending, utcnow())
         self._wake()
-        return queued
+        return len(pending)
 
     # -- cancel and requeue ----------------------------------------------
 
