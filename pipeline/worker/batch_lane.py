@@ -14,7 +14,7 @@ whose jobs were all canceled, take back items whose deadline is near).
 Items a batch gives back (line errors to retry, lines that never ran,
 items taken back) are collected again, for a later round once their
 retry is due, or, when their deadline no longer allows a batch, handed
-to the worker's live calls (:attr:`BatchLane.to_live`), as are collected
+to the worker's live calls (its ``to_live``), as are collected
 items still waiting when their deadline comes near.
 
 The records are the worker's own: they carry its role (provider and
@@ -60,6 +60,8 @@ class BatchLane:
         interval: Seconds between rounds.
         models: The worker's served models now (they change on refresh).
         is_canceled: Whether a job was canceled (its items are dropped).
+        to_live: Queues PENDING items, by id, for the worker's live calls
+            (they pass :meth:`take` again on the way).
 
     Batch or live is decided by the submitter's rule: one clock and one
     margin for taking items and for taking them back.
@@ -71,6 +73,7 @@ class BatchLane:
         interval: float,
         models: Callable[[], Mapping[str, ServedModel]],
         is_canceled: Callable[[ObjectId], bool],
+        to_live: Callable[[list[ObjectId]], Awaitable[Any]],
     ) -> None:
         self.submitter = submitter
         self.interval = interval
@@ -79,9 +82,7 @@ class BatchLane:
         #: Per model, items waiting for the next round, by id.
         self.collected: dict[str, dict[ObjectId, Item]] = defaultdict(dict)
         self.rounds = 0
-        #: Queues PENDING items, by id, for the worker's live calls (the
-        #: worker sets it; they pass :meth:`take` again on the way).
-        self.to_live: Callable[[list[ObjectId]], Awaitable[Any]] | None = None
+        self._to_live = to_live
         #: Items to hand to live calls (kept until handed over).
         self._for_live: set[ObjectId] = set()
         self.sent_live = 0
@@ -192,12 +193,9 @@ class BatchLane:
         """Queue for live calls the items no batch may take any more."""
         if not self._for_live:
             return
-        if self.to_live is None:
-            log.warning("batch_items_not_run_live", items=len(self._for_live))
-            return
         ids = sorted(self._for_live)
         # Kept until handed over: a failure is tried again next round.
-        await self.to_live(ids)
+        await self._to_live(ids)
         self._for_live.difference_update(ids)
         self.sent_live += len(ids)
         log.info("batch_items_sent_live", items=len(ids))
@@ -211,6 +209,7 @@ def batch_lane(
     settings: Settings,
     models: Callable[[], Mapping[str, ServedModel]],
     is_canceled: Callable[[ObjectId], bool],
+    to_live: Callable[[list[ObjectId]], Awaitable[Any]],
     *,
     policy: RetryPolicy,
     rng: random.Random,
@@ -228,6 +227,7 @@ def batch_lane(
             ``BATCH_SAFETY_MARGIN``).
         models: The worker's served models now.
         is_canceled: Whether a job was canceled.
+        to_live: Queues items, by id, for the worker's live calls.
         policy: The retry policy of live calls.
         rng: Source of retry jitter.
     """
@@ -251,5 +251,9 @@ def batch_lane(
         replicas=settings.worker_replicas,
     )
     return BatchLane(
-        submitter, settings.batch_submit_interval, models, is_canceled
+        submitter,
+        settings.batch_submit_interval,
+        models,
+        is_canceled,
+        to_live,
     )

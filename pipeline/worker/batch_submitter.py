@@ -598,9 +598,8 @@ class BatchSubmitter:
     ) -> list[Outcome]:
         held = await self._held(record)
         now = self.clock()
-        outcomes = []
-        for item in held:
-            decision = decide_line(
+        outcomes = [
+            decide_line(
                 item,
                 lines.get(str(item["_id"])),
                 pricing=model.pricing,
@@ -609,21 +608,8 @@ class BatchSubmitter:
                 rng=self.rng,
                 now=now,
             )
-            outcomes.append(
-                Outcome(
-                    item=item,
-                    status=decision.status,
-                    result=decision.result,
-                    error=decision.error,
-                    next_attempt_at=decision.next_attempt_at,
-                    cost=decision.cost,
-                    input_tokens=decision.input_tokens,
-                    output_tokens=decision.output_tokens,
-                    # Written with the outcome, so a crash between two
-                    # writes cannot give an attempt back twice.
-                    attempts=decision.attempts,
-                )
-            )
+            for item in held
+        ]
         written: list[Outcome] = []
         for chunk in chunks(outcomes, MAX_IDS_PER_QUERY):
             written += (await self.items.finish(list(chunk))).written

@@ -13,7 +13,7 @@ from pipeline.logging import bound_context, get_logger
 from pipeline.states import Status
 from pipeline.store.document_collection import utcnow
 from pipeline.worker.fallback import FallbackRouter
-from pipeline.worker.item_store import Item, Outcome
+from pipeline.worker.item_store import Item, Outcome, answer_result
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.requests import item_request
 from pipeline.worker.retry import RetryPolicy, error_record
@@ -126,21 +126,10 @@ class Calls:
             usage.input_tokens,
             usage.output_tokens,
         )
-        result = {
-            "text": completion.text,
-            "finishReason": completion.finish_reason,
-            "inputTokens": usage.input_tokens,
-            "outputTokens": usage.output_tokens,
-            "latencyMs": round(completion.latency_ms, 1),
-            "cost": cost,
-            "cached": False,
-            "model": completion.model,
-            "responseId": completion.response_id,
-        }
         return Outcome(
             item=item,
             status=S.PROCESSED,
-            result=result,
+            result=answer_result(completion, cost, completion.latency_ms),
             cost=cost,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,

@@ -233,12 +233,12 @@ class ProviderWorker:
             settings,
             lambda: self.served.models,
             self.tracker.is_canceled,
+            self.adopt,
             policy=retry,
             rng=rng,
         )
         if self.batch_lane is not None:
             self.backlog.divert = self.batch_lane.take
-            self.batch_lane.to_live = self.adopt
         self._loops: list[asyncio.Task[Any]] = []
         self._started = False
         self._start_lock = asyncio.Lock()

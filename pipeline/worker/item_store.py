@@ -36,6 +36,7 @@ from pipeline.store.database import LEASED
 from pipeline.store.document_collection import Document, utcnow
 from pipeline.worker.handoffs import Handoff, HandoffRecords
 from pipeline.worker.journal import Change, Journal
+from providers.base import Completion
 
 S = Status
 Item = StoredItem
@@ -101,6 +102,24 @@ class Outcome:
     output_tokens: int = 0
     attempts: int | None = None
     handoff: Handoff | None = None
+
+
+def answer_result(
+    completion: Completion, cost: float, latency_ms: float
+) -> dict[str, Any]:
+    """The stored result of a provider's answer (live or batch)."""
+    usage = completion.usage
+    return {
+        "text": completion.text,
+        "finishReason": completion.finish_reason,
+        "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens,
+        "latencyMs": round(latency_ms, 1),
+        "cost": cost,
+        "cached": False,
+        "model": completion.model,
+        "responseId": completion.response_id,
+    }
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pipeline.states import Status
 from pipeline.worker.backlog import JobTrack
 from pipeline.worker.item_store import Item, ItemStore, Outcome
 from pipeline.worker.prompt_cache import PromptCache
-from pipeline.worker.requests import SHARED_CACHE_SCOPE, cache_key
+from pipeline.worker.requests import result_cache_key
 from pipeline.worker.served_model import ServedModels
 
 S = Status
@@ -103,27 +103,13 @@ class Preparation:
         return bool(cache) and item.get("temperature") == 0
 
     def cache_key(self, item: Item) -> str:
-        """The item's key in the result cache."""
-        return cache_key(
-            self._scope(item),
-            item["model"],
-            item.get("systemPrompt"),
-            item["userContent"],
-            item.get("temperature"),
-            item.get("maxTokens"),
-        )
-
-    def _scope(self, item: Item) -> str:
-        """Whose cache an item uses: its client's, or a shared one.
+        """The item's key in the result cache: its client's, or shared.
 
         A model's cache is shared only when an admin set ``sharedCache``.
         """
         model = self._served.models.get(item["model"])
-        if model is not None and model.shared_cache:
-            return SHARED_CACHE_SCOPE
-        track = self._jobs.get(item["jobId"])
-        client_id = item.get("clientId") or (track and track.client_id)
-        return f"client:{client_id}"
+        shared = model is not None and model.shared_cache
+        return result_cache_key(item, shared)
 
     async def remember(self, outcomes: list[Outcome]) -> None:
         """Keep the fresh answers of cacheable items (best effort)."""

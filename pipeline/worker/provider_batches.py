@@ -148,6 +148,7 @@ from bson import ObjectId
 from pipeline.catalog import Pricing
 from pipeline.jobs.shapes import DEFAULT_MAX_ATTEMPTS
 from pipeline.states import Status
+from pipeline.worker.item_store import Item, Outcome, answer_result
 from pipeline.worker.retry import RetryPolicy, error_record
 from providers.base import Completion
 from providers.batch import LineError, ProviderBatchRef
@@ -247,35 +248,8 @@ class ProviderBatchRecord:
         )
 
 
-@dataclass(frozen=True)
-class LineDecision:
-    """What becomes of one item when its provider batch has ended.
-
-    Attributes:
-        status: PROCESSED, FAILED, or PENDING (a retry, or never ran).
-        attempts: The item's attempts after this batch (one fewer than
-            the claim left when the line never ran).
-        result: The result (PROCESSED), shaped as a live call's.
-        error: The error record (FAILED, or the last error before a
-            retry, or why the line never ran).
-        next_attempt_at: When a retry may run (PENDING).
-        cost: USD at the batch price.
-        input_tokens: Tokens billed for the input.
-        output_tokens: Tokens billed for the output.
-    """
-
-    status: Status
-    attempts: int
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    next_attempt_at: datetime | None = None
-    cost: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
 def decide_line(
-    item: Mapping[str, Any],
+    item: Item,
     line: Completion | LineError | None,
     *,
     pricing: Pricing,
@@ -283,7 +257,7 @@ def decide_line(
     policy: RetryPolicy,
     rng: random.Random,
     now: datetime,
-) -> LineDecision:
+) -> Outcome:
     """Decide an item's outcome from its line of an ended provider batch.
 
     Args:
@@ -297,8 +271,10 @@ def decide_line(
         now: The current time.
 
     Returns:
-        The decision. The claim counted an attempt: a line that ran keeps
-        it, one that never ran gives it back.
+        The outcome to write, with the item's attempts: the claim counted
+        one, which a line that ran keeps and one that never ran gives
+        back (written with the outcome, so a crash between two writes
+        cannot give it back twice).
     """
     attempts = int(item.get("attempts", 1))
     max_attempts = int(item.get("maxAttempts", DEFAULT_MAX_ATTEMPTS))
@@ -308,7 +284,8 @@ def decide_line(
             if line is not None
             else "the provider batch ended before the line ran"
         )
-        return LineDecision(
+        return Outcome(
+            item=item,
             status=Status.PENDING,
             attempts=max(0, attempts - 1),
             error={
@@ -323,32 +300,27 @@ def decide_line(
         decision = policy.decide(line.error, attempts, max_attempts, rng)
         record_ = error_record(line.error)
         if decision.retry:
-            return LineDecision(
+            return Outcome(
+                item=item,
                 status=Status.PENDING,
                 attempts=attempts,
                 error=record_,
                 next_attempt_at=now + timedelta(seconds=decision.delay_s),
             )
-        return LineDecision(
-            status=Status.FAILED, attempts=attempts, error=record_
+        return Outcome(
+            item=item, status=Status.FAILED, attempts=attempts, error=record_
         )
     usage = line.usage
     cost = pricing.cost(usage.input_tokens, usage.output_tokens, batch=True)
     started = record.submitted_at or record.created_at
+    latency_ms = (now - started).total_seconds() * 1000.0
     result = {
-        "text": line.text,
-        "finishReason": line.finish_reason,
-        "inputTokens": usage.input_tokens,
-        "outputTokens": usage.output_tokens,
-        "latencyMs": round((now - started).total_seconds() * 1000.0, 1),
-        "cost": cost,
-        "cached": False,
-        "model": line.model,
-        "responseId": line.response_id,
+        **answer_result(line, cost, latency_ms),
         "via": "batch",
         "providerBatchId": record.ref.batch_id if record.ref else None,
     }
-    return LineDecision(
+    return Outcome(
+        item=item,
         status=Status.PROCESSED,
         attempts=attempts,
         result=result,
